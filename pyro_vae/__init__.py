@@ -1,0 +1,7 @@
+"""pyro-vae: deep latent-variable models as Pyro models with amortized guides."""
+
+from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
+from pyro_vae.models import VAE
+
+__version__ = "0.1.0"
+__all__ = ["VAE", "DiagonalNormalGuide", "GaussianEncoder"]

@@ -1,0 +1,5 @@
+"""Guides: amortized approximate posteriors q_φ(z|x)."""
+
+from pyro_vae.guides.amortized import DiagonalNormalGuide, GaussianEncoder
+
+__all__ = ["DiagonalNormalGuide", "GaussianEncoder"]

@@ -1,0 +1,58 @@
+"""Amortized diagonal-Gaussian guide q_φ(z|x) = N(μ_φ(x), diag σ_φ(x)²).
+
+The encoder is the recognition model of Kingma & Welling (2014), "Auto-Encoding
+Variational Bayes", appendix C: an MLP whose last hidden layer feeds two linear maps,
+one to μ and one to log σ².
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyro_vae.nets import GaussianHead, mlp
+from pyro_vae.plates import data_plate
+
+
+class GaussianEncoder(nn.Module):
+    """``x: (batch, x_dim) -> (loc, scale)``, each ``(batch, z_dim)``."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), activation: str = "tanh"):
+        super().__init__()
+        self.x_dim, self.z_dim = x_dim, z_dim
+        self.body, width = mlp(x_dim, hidden, activation)
+        self.head = GaussianHead(width, z_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.body(x))
+
+
+class DiagonalNormalGuide(nn.Module):
+    """The guide: ``z ~ N(μ_φ(x), diag σ_φ(x)²)`` independently for each data point.
+
+    Call it exactly like the model it pairs with::
+
+        guide(x)                                # the whole batch is the data set
+        guide(x, index=idx, num_data=N)         # x = data[idx], a minibatch of N points
+
+    Its plate is named ``"data"`` like the model's, so that Pyro scales the minibatch
+    ELBO by ``N / len(x)``.
+    """
+
+    def __init__(self, encoder: GaussianEncoder, name: str = "encoder"):
+        super().__init__()
+        self.encoder = encoder
+        self.name = name
+
+    def forward(
+        self, x: torch.Tensor, index: Optional[torch.Tensor] = None, num_data: Optional[int] = None
+    ) -> torch.Tensor:
+        pyro.module(self.name, self.encoder)
+        with data_plate(len(x), index, num_data):
+            loc, scale = self.encoder(x)
+            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
