@@ -1,0 +1,204 @@
+"""Experiment configuration: what to train, on what, with which inference and budget.
+
+An experiment is a :class:`Config`, built in Python or read from a TOML file whose
+sections mirror its fields::
+
+    seed = 0
+    [data]       name = "binarized_mnist"
+    [model]      name = "vae"; z_dim = 50; hidden = [500, 500]
+    [inference]  name = "svi"; elbo = "jit_meanfield"
+    [optim]      name = "adam"; lr = 1e-3
+    [budget]     epochs = 500; patience = 20
+
+Swapping the model or the inference algorithm is a change of one entry. Unknown keys and
+values of the wrong type are refused with a message that names them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run; the message says which entry and why."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    data_dir: Optional[str] = None
+    #: "none" (keep values), "static" (binarize once) or "dynamic" (resample every batch).
+    binarize: str = "dynamic"
+    batch_size: int = 100
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vae"
+    z_dim: int = 2
+    hidden: list[int] = field(default_factory=lambda: [200])
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"
+
+
+@dataclass
+class GuideConfig:
+    name: str = "diagonal_normal"
+    #: Encoder widths and activation; None mirrors the model's decoder.
+    hidden: Optional[list[int]] = None
+    activation: Optional[str] = None
+
+
+@dataclass
+class InferenceConfig:
+    name: str = "svi"
+    #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL),
+    #: "jit_trace", "jit_meanfield".
+    elbo: str = "meanfield"
+    num_particles: int = 1
+
+
+@dataclass
+class OptimConfig:
+    #: "adam" or "adagrad" (the AEVB paper's).
+    name: str = "adam"
+    lr: float = 1e-3
+
+
+@dataclass
+class BudgetConfig:
+    epochs: int = 100
+    #: Stop after this many epochs without a better validation ELBO (None: never).
+    patience: Optional[int] = None
+    #: Stop after the first epoch that ends past this wall time (None: no limit).
+    max_minutes: Optional[float] = None
+
+
+@dataclass
+class EvalConfig:
+    #: Importance samples per test point for the marginal log-likelihood (0: skip).
+    num_samples: int = 100
+    #: Write the plots at the end of training.
+    plots: bool = True
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "config") -> "Config":
+        return _from_dict(cls, d, where)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        try:
+            d = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        return cls.from_dict(d, where=str(path))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        lines = [f"seed = {_toml_value(self.seed)}"]
+        for section, values in self.to_dict().items():
+            if isinstance(values, dict):
+                lines += ["", f"[{section}]"]
+                lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+        return "\n".join(lines) + "\n"
+
+    def with_overrides(self, assignments: list[str]) -> "Config":
+        """A copy with ``"section.key=value"`` entries applied (values in TOML syntax)."""
+        d = self.to_dict()
+        for a in assignments:
+            key, sep, value = a.partition("=")
+            if not sep:
+                raise ConfigError(f"override {a!r} is not of the form section.key=value")
+            *sections, leaf = key.strip().split(".")
+            target = d
+            for s in sections:
+                if not isinstance(target.get(s), dict):
+                    raise ConfigError(f"override {a!r}: no config section {s!r}; sections: {_sections(d)}")
+                target = target[s]
+            target[leaf] = _parse_toml_value(value.strip(), a)
+        return Config.from_dict(d, where="overrides")
+
+
+def _sections(d: dict) -> list[str]:
+    return [k for k, v in d.items() if isinstance(v, dict)]
+
+
+def _parse_toml_value(text: str, where: str) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string, as a user would mean it on the command line
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _from_dict(cls: type, d: dict, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+    kwargs = {}
+    for name, value in d.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, value, f"{where}: [{name}]")
+        else:
+            kwargs[name] = _check_type(value, tp, f"{where}: {name}")
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as type ``tp`` (ints accepted for floats), else a ConfigError."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+        return _check_type(value, tp, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_check_type(v, args[0], where) for v in value]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{where} must be of type {tp.__name__}, got {value!r}")
+    return value

@@ -1,0 +1,332 @@
+"""Figures for latent-variable models: image grids, reconstructions, the learned 2-D
+manifold (AEVB Figure 4), latent scatter plots and ELBO curves.
+
+Every function writes a PNG to ``path`` (creating its parent folders) and returns it as
+a :class:`~pathlib.Path`. Inputs are plain tensors or arrays, never model objects; the
+one exception is :func:`manifold`, which takes a decode function such as
+``vae.decoder.mean``. Images are rows of length ``D = H * W`` with values in [0, 1]
+(``(n, H, W)`` is accepted too) and are drawn in grey-scale, 0 black and 1 white.
+
+Figures are built with :class:`matplotlib.figure.Figure` on an Agg canvas, so importing
+this module neither imports pyplot nor changes the user's matplotlib backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+PathLike = Union[str, Path]
+ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
+
+__all__ = ["tile_images", "image_grid", "reconstructions", "manifold", "latent_scatter", "elbo_curves"]
+
+_DPI = 100
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _to_numpy(a: ArrayLike) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=float)
+
+
+def _image_shape(image_shape: Sequence[int]) -> tuple[int, int]:
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"image_shape must be (height, width) of positive ints, got {tuple(image_shape)}")
+    return shape
+
+
+def _as_images(images: ArrayLike, image_shape: Sequence[int], name: str = "images") -> np.ndarray:
+    """``images (n, D)`` or ``(n, H, W)`` -> a checked float array ``(n, H, W)`` in [0, 1]."""
+    h, w = _image_shape(image_shape)
+    a = _to_numpy(images)
+    if a.ndim == 3 and a.shape[1:] == (h, w):
+        a = a.reshape(len(a), h * w)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be (n, D) with D = H*W, got shape {a.shape}")
+    if a.shape[1] != h * w:
+        raise ValueError(
+            f"{name} have D = {a.shape[1]} values per image but image_shape = {(h, w)} needs D = {h * w}"
+        )
+    if len(a) == 0:
+        raise ValueError(f"{name} is empty: no images to draw")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if a.min() < -1e-6 or a.max() > 1 + 1e-6:
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}]")
+    return np.clip(a, 0.0, 1.0).reshape(-1, h, w)
+
+
+def _png_path(path: PathLike) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"path must end in .png (these functions write PNGs), got {str(path)!r}")
+    return path
+
+
+def _figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=figsize, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _image_figure(mosaic: np.ndarray, title: Optional[str]) -> tuple[Figure, Axes]:
+    """One ``imshow`` of ``mosaic`` filling the figure, an integer number of screen pixels
+    per mosaic pixel (about 600 px on the long side) so that tiles stay crisp."""
+    h, w = mosaic.shape
+    scale = max(1, math.ceil(600 / max(h, w)))
+    fig = Figure(figsize=(w * scale / _DPI, h * scale / _DPI), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig, ax
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", bbox_inches="tight", pad_inches=0.05)
+    return path
+
+
+def _principal_components(z: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA by SVD of the centred ``z (n, d)``: ``(projection (n, k), components (k, d),
+    explained-variance ratios (k,))``. Each component's sign is fixed so that its largest
+    loading is positive, so repeated plots of the same data agree."""
+    zc = z - z.mean(axis=0)
+    _, s, vt = np.linalg.svd(zc, full_matrices=False)
+    comps = vt[:k] * np.sign(vt[np.arange(k), np.abs(vt[:k]).argmax(axis=1)])[:, None]
+    var = s**2
+    ratio = var[:k] / var.sum() if var.sum() > 0 else np.zeros(k)
+    return zc @ comps.T, comps, ratio
+
+
+def _int_labels(labels: ArrayLike, n: int) -> np.ndarray:
+    lab = _to_numpy(labels)
+    if lab.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match z, got {lab.shape}")
+    if not np.isfinite(lab).all() or (lab != np.round(lab)).any():
+        raise ValueError("labels must be integers (class ids)")
+    return lab.astype(int)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def tile_images(
+    images: ArrayLike,
+    image_shape: Sequence[int],
+    nrow: Optional[int] = None,
+    pad: int = 1,
+    pad_value: float = 1.0,
+) -> np.ndarray:
+    """Tile ``images (n, D)`` (or ``(n, H, W)``) into one mosaic array.
+
+    ``nrow`` is the number of images per row (as in ``torchvision.utils.make_grid``),
+    by default ``ceil(sqrt(n))``, and at most ``n``. Image ``k`` goes to tile row
+    ``k // nrow``, column ``k % nrow``. Tiles are separated by ``pad`` pixels of
+    ``pad_value`` (no outer border); tiles past the last image are filled with
+    ``pad_value``. Returns ``(rows*H + (rows-1)*pad, nrow*W + (nrow-1)*pad)``.
+    """
+    imgs = _as_images(images, image_shape)
+    n, h, w = imgs.shape
+    ncol = min(n, nrow if nrow is not None else math.ceil(math.sqrt(n)))
+    if ncol < 1:
+        raise ValueError(f"nrow must be a positive int, got {nrow}")
+    rows = math.ceil(n / ncol)
+    tiles = np.full((rows * ncol, h + pad, w + pad), float(pad_value))
+    tiles[:n, :h, :w] = imgs
+    mosaic = tiles.reshape(rows, ncol, h + pad, w + pad).transpose(0, 2, 1, 3)
+    mosaic = mosaic.reshape(rows * (h + pad), ncol * (w + pad))
+    return mosaic[: rows * (h + pad) - pad, : ncol * (w + pad) - pad]
+
+
+def image_grid(
+    images: ArrayLike,
+    image_shape: Sequence[int],
+    path: PathLike,
+    nrow: Optional[int] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """A grey-scale grid of ``images (n, D)`` in [0, 1], e.g. ``vae.sample(100)``.
+
+    ``nrow`` images per row (default ``ceil(sqrt(n))``); see :func:`tile_images`.
+    """
+    path = _png_path(path)
+    fig, ax = _image_figure(tile_images(images, image_shape, nrow), title)
+    ax.set_axis_off()
+    return _save(fig, path)
+
+
+def reconstructions(
+    x: ArrayLike,
+    x_rec: ArrayLike,
+    image_shape: Sequence[int],
+    path: PathLike,
+    n: int = 10,
+    title: Optional[str] = None,
+) -> Path:
+    """The first ``n`` data ``x (batch, D)`` on the top row and their reconstructions
+    ``x_rec (batch, D)`` (e.g. ``vae.reconstruct(x)``) on the row below."""
+    path = _png_path(path)
+    x, x_rec = _to_numpy(x), _to_numpy(x_rec)
+    if x.shape != x_rec.shape:
+        raise ValueError(f"x and x_rec must have the same shape, got {x.shape} and {x_rec.shape}")
+    k = min(n, len(x))
+    if k < 1:
+        raise ValueError(f"nothing to draw: n = {n}, batch size {len(x)}")
+    h, _ = _image_shape(image_shape)
+    mosaic = tile_images(np.concatenate([x[:k], x_rec[:k]]), image_shape, nrow=k)
+    fig, ax = _image_figure(mosaic, title)
+    ax.set_yticks([(h - 1) / 2, h + 1 + (h - 1) / 2], ["original", "reconstruction"])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return _save(fig, path)
+
+
+def manifold(
+    decode: Callable[[torch.Tensor], ArrayLike],
+    image_shape: Sequence[int],
+    path: PathLike,
+    n: int = 20,
+    dims: tuple[int, int] = (0, 1),
+    z_dim: int = 2,
+    title: Optional[str] = None,
+) -> Path:
+    """The learned 2-D manifold, as in AEVB (Kingma & Welling 2014) Figure 4.
+
+    The unit square gets the regular ``n x n`` grid of cell midpoints
+    ``u_i = (i + 0.5) / n``, i = 0..n-1, mapped through the inverse Gaussian CDF,
+    ``z = Normal(0, 1).icdf(u)``, so that the grid covers the prior evenly in
+    probability. These are latent coordinates ``dims = (a, b)``; the other ``z_dim - 2``
+    dimensions are 0. ``decode(z)`` is called once, with ``z`` of shape
+    ``(n*n, z_dim)``, and must return ``(n*n, D)`` means in [0, 1] (e.g.
+    ``vae.decoder.mean``). The tile at row r (from the top), column c shows
+    ``z[a] = icdf(u_c)``, ``z[b] = icdf(u_{n-1-r})``: ``z[a]`` increases to the right and
+    ``z[b]`` upward.
+    """
+    path = _png_path(path)
+    a, b = (int(d) for d in dims)
+    if z_dim < 2 or a == b or not (0 <= a < z_dim and 0 <= b < z_dim):
+        raise ValueError(
+            f"dims must be two different latent dimensions in [0, z_dim={z_dim}), got {tuple(dims)}"
+        )
+    if n < 1:
+        raise ValueError(f"n must be a positive int, got {n}")
+    q = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)
+    z = torch.zeros(n, n, z_dim)
+    z[:, :, a] = q[None, :]  # column c -> q[c]
+    z[:, :, b] = q.flip(0)[:, None]  # row r -> q[n-1-r]
+    with torch.no_grad():
+        out = decode(z.reshape(n * n, z_dim))
+    imgs = _as_images(out, image_shape, name="decode(z)")
+    if len(imgs) != n * n:
+        raise ValueError(f"decode(z) returned {len(imgs)} images for {n * n} latent points")
+    h, w = _image_shape(image_shape)
+    fig, ax = _image_figure(tile_images(imgs, image_shape, nrow=n), title)
+    ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
+    ax.set_xticks(ticks * (w + 1) + (w - 1) / 2, [f"{q[i]:.2f}" for i in ticks])
+    ax.set_yticks(ticks * (h + 1) + (h - 1) / 2, [f"{q[n - 1 - i]:.2f}" for i in ticks])
+    ax.set_xlabel(f"z[{a}]")
+    ax.set_ylabel(f"z[{b}]")
+    return _save(fig, path)
+
+
+def latent_scatter(
+    z: ArrayLike,
+    labels: Optional[ArrayLike],
+    path: PathLike,
+    title: Optional[str] = None,
+) -> Path:
+    """Scatter plot of latent codes ``z (n, d)``, e.g. ``vae.encode(x)``.
+
+    ``d == 2`` is drawn as is; ``d > 2`` is projected on its first two principal
+    components (PCA by SVD of the centred codes; the axis labels say so, with the share
+    of variance each explains). Points are coloured by integer ``labels (n,)`` (tab10
+    with a legend for up to 10 classes, a colour bar beyond), or in one colour when
+    ``labels`` is None.
+    """
+    path = _png_path(path)
+    z = _to_numpy(z)
+    if z.ndim != 2 or z.shape[1] < 2 or len(z) == 0:
+        raise ValueError(f"z must be (n, d) with n >= 1 and d >= 2, got shape {z.shape}")
+    if z.shape[1] == 2:
+        xy, names = z, ("z[0]", "z[1]")
+    else:
+        xy, _, ratio = _principal_components(z)
+        names = tuple(f"PC {i + 1} of z ({ratio[i]:.0%} of variance)" for i in range(2))
+    fig, ax = _figure((6.5, 5))
+    style = dict(s=8, alpha=0.7, linewidths=0)
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], **style)
+    else:
+        lab = _int_labels(labels, len(z))
+        classes = np.unique(lab)
+        if len(classes) <= 10:
+            tab10 = colormaps["tab10"]
+            by_value = classes.min() >= 0 and classes.max() < 10  # digit k keeps its colour
+            for i, k in enumerate(classes):
+                m = lab == k
+                ax.scatter(xy[m, 0], xy[m, 1], color=tab10(k if by_value else i), label=str(k), **style)
+            ax.legend(title="label", markerscale=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=lab, cmap="viridis", **style)
+            fig.colorbar(sc, ax=ax, label="label")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def elbo_curves(
+    history: Sequence[Mapping],
+    path: PathLike,
+    x: str = "epoch",
+    title: Optional[str] = None,
+) -> Path:
+    """Train and validation ELBO (nats per data point, higher is better) against ``x``.
+
+    ``history`` has one dict per epoch with keys ``x`` (``"epoch"``, or e.g.
+    ``"samples_seen"``), ``train_elbo`` and ``valid_elbo``; rows whose ELBO is missing,
+    None or NaN are skipped for that curve (validation is often run every k epochs).
+    Values may be floats or 0-d tensors.
+    """
+    path = _png_path(path)
+    rows = list(history)
+    if not rows:
+        raise ValueError("history is empty: nothing to plot")
+    missing = [i for i, r in enumerate(rows) if r.get(x) is None]
+    if missing:
+        raise ValueError(f"history rows {missing[:5]} have no {x!r} value (the x axis)")
+    fig, ax = _figure((6.5, 4))
+    for key, label in (("train_elbo", "train"), ("valid_elbo", "validation")):
+        pts = [(float(r[x]), float(r[key])) for r in rows if r.get(key) is not None]
+        pts = [p for p in pts if np.isfinite(p[1])]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
+    if not ax.lines:
+        raise ValueError("history has no train_elbo or valid_elbo values")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel("ELBO (nats per data point)\nhigher is better")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

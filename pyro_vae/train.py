@@ -1,0 +1,214 @@
+"""The training loop: epochs of minibatch steps, logging, checkpoints, resume, early stop.
+
+It knows nothing of the model: it builds the model and the inference algorithm from the
+config and calls ``inference.step`` on each minibatch. A run lives in a directory::
+
+    run_dir/config.toml     the experiment
+    run_dir/checkpoint.pt   the latest end-of-epoch state (written atomically)
+    run_dir/log.csv         one row per epoch: train and validation ELBO, time
+    run_dir/summary.json    final figures (test ELBO, test log-likelihood)
+    run_dir/plots/*.png     samples, reconstructions, manifold, latent scatter, curves
+
+Running ``train`` again on the same directory resumes from the checkpoint and ends
+exactly where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import pyro
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyro_vae import checkpoint
+from pyro_vae.config import Config, ConfigError
+from pyro_vae.data import DataSplits, check_likelihood, load_dataset
+from pyro_vae.inference import Inference, build_inference
+from pyro_vae.models import build_model
+
+LOG_FIELDS = ["epoch", "step", "samples_seen", "train_elbo", "valid_elbo", "seconds"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The objective or the parameters became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class Experiment:
+    """What a config builds: the data, the model (with its guide), the inference."""
+
+    config: Config
+    data: DataSplits
+    module: nn.Module
+    inference: Inference
+
+
+def build(config: Config) -> Experiment:
+    """Data, model and inference for ``config``, with every bad entry refused up front."""
+    d = config.data
+    binarize = None if d.binarize == "none" else d.binarize
+    if d.batch_size < 1:
+        raise ConfigError(f"[data] batch_size must be >= 1, got {d.batch_size}")
+    data = load_dataset(d.name, d.data_dir, binarize=binarize, seed=config.seed)
+    pyro.set_rng_seed(config.seed)
+    # The JIT ELBOs read parameters from Pyro's global param store by name: entries left
+    # there by an earlier model of the same names would shadow this one's.
+    pyro.clear_param_store()
+    module = build_model(config, data.x_dim)
+    check_likelihood(data, config.model.likelihood)
+    return Experiment(config, data, module, build_inference(config, module))
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during training and must survive an interruption."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list = None
+    best_valid: float = -math.inf
+    best_module: Optional[dict] = None
+    bad_epochs: int = 0
+    stopped: Optional[str] = None
+
+    def __post_init__(self):
+        self.history = self.history or []
+
+
+def train(config: Config, run_dir: str | Path, progress: bool = True) -> tuple[Experiment, TrainState]:
+    """Train ``config`` in ``run_dir``, resuming from its checkpoint if there is one."""
+    run_dir = Path(run_dir)
+    exp = build(config)
+    state = _resume_or_start(exp, run_dir)
+    start = time.perf_counter()
+    steps = len(_loader(exp, 0))
+    with tqdm(total=config.budget.epochs * steps, initial=state.step, disable=not progress,
+              dynamic_ncols=True, unit="step") as bar:
+        while state.stopped is None:
+            bar.set_description(f"epoch {state.epoch + 1}/{config.budget.epochs}")
+            _train_epoch(exp, state, run_dir, bar)
+            _end_epoch(exp, state, start)
+            _save(exp, state, run_dir)
+            bar.set_postfix(train_elbo=f"{state.history[-1]['train_elbo']:.2f}",
+                            valid_elbo=f"{state.history[-1]['valid_elbo'] or math.nan:.2f}")
+    if state.best_module is not None:
+        exp.module.load_state_dict(state.best_module)
+    return exp, state
+
+
+def _resume_or_start(exp: Experiment, run_dir: Path) -> TrainState:
+    cfg_path, ckpt_path = run_dir / "config.toml", run_dir / "checkpoint.pt"
+    text = exp.config.to_toml()
+    if ckpt_path.exists():
+        if cfg_path.exists() and cfg_path.read_text() != text:
+            raise ConfigError(f"{run_dir} holds a run of another experiment (its config.toml differs): "
+                              "give a new run directory, or delete that one to start afresh")
+        ckpt = checkpoint.load(ckpt_path)
+        exp.module.load_state_dict(ckpt["module"])
+        exp.inference.load_state_dict(ckpt["inference"])
+        pyro.util.set_rng_state(ckpt["rng"])
+        return TrainState(**ckpt["state"])
+    checkpoint.write_text(cfg_path, text)
+    return TrainState(stopped="budget" if exp.config.budget.epochs <= 0 else None)
+
+
+def _loader(exp: Experiment, epoch: int):
+    cfg, data = exp.config, exp.data
+    return data.loader("train", cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                       drop_last=len(data.train) >= cfg.data.batch_size,
+                       dynamic_binarize=data.binarize == "dynamic")
+
+
+def _train_epoch(exp: Experiment, state: TrainState, run_dir: Path, bar: tqdm) -> None:
+    cfg, loader = exp.config, _loader(exp, state.epoch)
+    num_data, total, started = len(exp.data.train), 0.0, time.perf_counter()
+    for i, (x, index) in enumerate(loader, 1):
+        elbo = exp.inference.step(x, index, num_data)["elbo"]
+        if not math.isfinite(elbo):
+            raise _diverged(state, run_dir, f"the training ELBO is {elbo} at step {state.step + 1}")
+        total += elbo
+        state.step += 1
+        bar.update()
+        bar.set_postfix(elbo=f"{total / i:.2f}", refresh=False)
+    state.history.append({
+        "epoch": state.epoch + 1, "step": state.step, "samples_seen": state.step * cfg.data.batch_size,
+        "train_elbo": total / max(len(loader), 1), "valid_elbo": None,
+        "seconds": time.perf_counter() - started,
+    })
+    if not all(torch.isfinite(p).all() for p in exp.module.parameters()):
+        raise _diverged(state, run_dir, f"a parameter became NaN/inf in epoch {state.epoch + 1}")
+
+
+def _diverged(state: TrainState, run_dir: Path, what: str) -> TrainingDiverged:
+    last = (f"the last good checkpoint (epoch {state.epoch}) is kept at {run_dir / 'checkpoint.pt'}"
+            if (run_dir / "checkpoint.pt").exists() else "no epoch had finished, so there is no checkpoint")
+    return TrainingDiverged(f"training diverged: {what}; {last}. Lower [optim] lr, "
+                            "or use [inference] elbo = \"meanfield\" (lower-variance gradients)")
+
+
+def _end_epoch(exp: Experiment, state: TrainState, start: float) -> None:
+    """Validation, early stopping and the budget, at the end of an epoch."""
+    budget, row = exp.config.budget, state.history[-1]
+    state.epoch += 1
+    if len(exp.data.valid):
+        row["valid_elbo"] = valid = exp.inference.evaluate(exp.data.valid)
+        if valid > state.best_valid:
+            state.best_valid, state.bad_epochs = valid, 0
+            state.best_module = copy.deepcopy(exp.module.state_dict())
+        else:
+            state.bad_epochs += 1
+        if budget.patience is not None and state.bad_epochs >= budget.patience:
+            state.stopped = "early_stopping"
+    if state.epoch >= budget.epochs:
+        state.stopped = state.stopped or "budget"
+    if budget.max_minutes is not None and (time.perf_counter() - start) / 60 >= budget.max_minutes:
+        state.stopped = state.stopped or "time"
+
+
+def _save(exp: Experiment, state: TrainState, run_dir: Path) -> None:
+    checkpoint.save({
+        "module": exp.module.state_dict(),
+        "inference": exp.inference.state_dict(),
+        "rng": pyro.util.get_rng_state(),
+        "state": vars(state),
+    }, run_dir / "checkpoint.pt")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(state.history)
+    checkpoint.write_text(run_dir / "log.csv", buf.getvalue())
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The per-epoch rows of ``run_dir/log.csv`` with numbers parsed (missing → None)."""
+    with open(Path(run_dir) / "log.csv") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def write_summary(run_dir: str | Path, summary: dict) -> Path:
+    return checkpoint.write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def load_run(run_dir: str | Path) -> tuple[Experiment, TrainState]:
+    """A trained run: its experiment with the best (else the latest) parameters loaded."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.toml"
+    if not cfg_path.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.toml): "
+                          f"train one with `pyro-vae train --run-dir {run_dir}`")
+    exp = build(Config.from_toml(cfg_path))
+    ckpt = checkpoint.load(run_dir / "checkpoint.pt")
+    state = TrainState(**ckpt["state"])
+    exp.module.load_state_dict(state.best_module or ckpt["module"])
+    return exp, state
