@@ -94,12 +94,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from pyro_vae.evaluation import importance_log_likelihood
+    from pyro_vae.evaluation import log_likelihood
     from pyro_vae.train import load_run
 
     exp, _ = load_run(args.run_dir)
     x = exp.data.split(args.split)[: args.limit]
-    ll = importance_log_likelihood(exp.module.model, exp.module.guide, x, num_samples=args.num_samples)
+    ll = log_likelihood(exp.module, x, num_samples=args.num_samples)
     print(json.dumps({"split": args.split, "points": len(x), "elbo": exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},
                      indent=2))

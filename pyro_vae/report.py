@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import plots
-from pyro_vae.evaluation import importance_log_likelihood
+from pyro_vae.evaluation import log_likelihood
 from pyro_vae.train import Experiment, TrainState, write_summary
 
 
@@ -20,7 +20,7 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
         "test_elbo": exp.inference.evaluate(test) if len(test) else None,
     }
     if num_samples > 0 and len(test):
-        ll = importance_log_likelihood(exp.module.model, exp.module.guide, test, num_samples=num_samples)
+        ll = log_likelihood(exp.module, test, num_samples=num_samples)
         summary.update(test_log_likelihood=ll.mean, test_log_likelihood_stderr=ll.stderr,
                        test_log_likelihood_samples=num_samples)
     write_summary(run_dir, summary)

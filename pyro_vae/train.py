@@ -64,7 +64,7 @@ def build(config: Config) -> Experiment:
     # The JIT ELBOs read parameters from Pyro's global param store by name: entries left
     # there by an earlier model of the same names would shadow this one's.
     pyro.clear_param_store()
-    module = build_model(config, data.x_dim)
+    module = build_model(config, data)
     check_likelihood(data, config.model.likelihood)
     return Experiment(config, data, module, build_inference(config, module))
 

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 DATA_PLATE = "data"
 _PARTICLE_PLATE = "_importance_particles"
 
-__all__ = ["LogLikelihood", "importance_log_likelihood", "elbo_per_point"]
+__all__ = ["LogLikelihood", "elbo_per_point", "importance_log_likelihood", "log_likelihood"]
 
 
 @dataclass(frozen=True)
@@ -294,3 +294,12 @@ def _check_args(data: torch.Tensor, **counts: int) -> None:
         )
     if len(data) == 0:
         raise ValueError("data is empty (0 rows): give at least one data point")
+
+
+def log_likelihood(module, data: torch.Tensor, num_samples: int = 5000, **kwargs) -> LogLikelihood:
+    """log p(x) of a package model: its own ``log_likelihood`` if it has one (a model whose
+    prior the generic sampler cannot score, e.g. an enumerated mixture), else
+    :func:`importance_log_likelihood` on its ``model`` and ``guide``."""
+    if hasattr(module, "log_likelihood"):
+        return module.log_likelihood(data, num_samples=num_samples, **kwargs)
+    return importance_log_likelihood(module.model, module.guide, data, num_samples=num_samples, **kwargs)

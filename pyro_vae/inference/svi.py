@@ -7,6 +7,8 @@ The ELBO estimators:
 * ``"meanfield"`` -- :class:`~pyro.infer.TraceMeanField_ELBO`, estimator B: the KL term
   analytically, E_q[log p(x|z)] by sampling.
 * ``"jit_trace"``, ``"jit_meanfield"`` -- the same, compiled with ``torch.jit``.
+* ``"trace_enum"``, ``"jit_trace_enum"`` -- :class:`~pyro.infer.TraceEnum_ELBO`, which sums
+  out the discrete latents a model marks for enumeration (e.g. the GAE's data index).
 
 The gradient step is the one :class:`pyro.infer.SVI` takes, written as Pyro's
 "custom training loop" (``elbo.differentiable_loss`` and one ``torch.optim``
@@ -25,6 +27,8 @@ ELBOS = {
     "meanfield": pyro.infer.TraceMeanField_ELBO,
     "jit_trace": pyro.infer.JitTrace_ELBO,
     "jit_meanfield": pyro.infer.JitTraceMeanField_ELBO,
+    "trace_enum": pyro.infer.TraceEnum_ELBO,
+    "jit_trace_enum": pyro.infer.JitTraceEnum_ELBO,
 }
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
@@ -38,6 +42,8 @@ def make_elbo(name: str, num_particles: int = 1, **kwargs) -> pyro.infer.ELBO:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     if name.startswith("jit"):
         kwargs.setdefault("ignore_jit_warnings", True)
+    if name.endswith("enum"):
+        kwargs.setdefault("max_plate_nesting", 1)  # the "data" plate
     return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1, **kwargs)
 
 
