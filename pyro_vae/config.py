@@ -58,9 +58,10 @@ class GuideConfig:
 @dataclass
 class InferenceConfig:
     name: str = "svi"
-    #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL),
-    #: "jit_trace", "jit_meanfield".
-    elbo: str = "meanfield"
+    #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL), "trace_enum"
+    #: (sums out enumerated discrete latents), their "jit_" variants, or "auto":
+    #: "trace_enum" for a model with enumerated latents, else "meanfield".
+    elbo: str = "auto"
     num_particles: int = 1
 
 

@@ -16,7 +16,10 @@ from pyro_vae.inference.svi import ELBOS, OPTIMIZERS, SVI, make_elbo
 
 def _svi(config: Config, module: nn.Module) -> SVI:
     inf, opt = config.inference, config.optim
-    return SVI(module, inf.elbo, inf.num_particles, opt.name, opt.lr)
+    elbo = inf.elbo
+    if elbo == "auto":
+        elbo = "trace_enum" if getattr(module, "has_enumerated_latents", False) else "meanfield"
+    return SVI(module, elbo, inf.num_particles, opt.name, opt.lr)
 
 
 INFERENCE = {"svi": _svi}
