@@ -7,6 +7,8 @@ a new entry in :data:`MODELS`, a function ``(config, data) -> module``. A module
   plain Pyro callables over a ``pyro.plate("data", ...)`` (:func:`pyro_vae.plates.data_plate`);
 * ``z_dim``, ``decoder.mean(z)``, ``sample(n)``, ``encode(x)`` and ``reconstruct(x)`` for
   generation and plots;
+* ``has_enumerated_latents = True`` when the model marks discrete latents for
+  enumeration (``[inference] elbo = "auto"`` then picks ``TraceEnum_ELBO``);
 * optionally ``log_likelihood(x, num_samples)``, when the generic importance sampler of
   :mod:`pyro_vae.evaluation` does not apply (see :func:`pyro_vae.evaluation.log_likelihood`).
 """
