@@ -150,8 +150,6 @@ def _sections(d: dict) -> list[str]:
 
 
 def _parse_toml_value(text: str, where: str) -> Any:
-    if text.lower() in ("none", "null"):
-        return None
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -190,8 +188,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     """``value`` as type ``tp`` (ints accepted for floats), else a ConfigError."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or value == "none"):
+            return None  # TOML has no null: "none" unsets an optional entry
         (tp,) = [a for a in args if a is not type(None)]
         return _check_type(value, tp, where)
     if origin is list:
