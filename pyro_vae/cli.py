@@ -1,9 +1,12 @@
-"""``pyro-vae train | evaluate | sample | plot | fetch``."""
+"""``pyro-vae train | evaluate | sample | plot | fetch | experiment``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,13 +19,18 @@ ERRORS = (ConfigError, DataError, CheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
+    if args.command == "train" and (args.nproc or 1) > 1 and "LOCAL_RANK" not in os.environ:
+        return launch(argv, args)  # re-run under torchrun, before any heavy import
+    from pyro_vae.distributed import WorkerFailure
     from pyro_vae.train import TrainingDiverged  # heavy imports after argument parsing
 
     try:
         return args.func(args) or 0
-    except (*ERRORS, TrainingDiverged) as e:
-        print(f"pyro-vae {args.command}: error: {e}", file=sys.stderr)
+    except (*ERRORS, TrainingDiverged, WorkerFailure) as e:
+        where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        print(f"pyro-vae {args.command}{where}: error: {e}", file=sys.stderr)
         return 2
 
 
@@ -40,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="where the data files are (or set PYRO_VAE_DATA_DIR)")
     t.add_argument("--epochs", type=int, help="shorthand for --set budget.epochs=N")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="train data-parallel in N processes on this machine (re-launches itself "
+                        "with torchrun; for several machines call torchrun directly)")
+    t.add_argument("--dist-timeout", type=_positive_float, metavar="SECONDS",
+                   help="under several processes: how long one waits for the others before the "
+                        "run fails (default: $PYRO_VAE_DIST_TIMEOUT or 600)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="importance-sampled log-likelihood and ELBO of a trained run")
@@ -66,7 +80,86 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--data-dir", type=Path, default=Path.home() / ".pyro_vae" / "data")
     f.add_argument("--mirror", help="base URL of a mirror laid out like the data folder")
     f.set_defaults(func=cmd_fetch)
+
+    x = sub.add_parser("experiment", help="reproduce a paper figure (PNG + CSV + JSON under --out)",
+                       description="Reproduce a published experiment at the scale a budget allows: "
+                                   "aevb-fig2 (lower bound, AEVB vs wake-sleep) or aevb-fig3 (marginal "
+                                   "log-likelihood, AEVB vs wake-sleep vs MCEM), Kingma & Welling 2014.")
+    x.add_argument("name", choices=["aevb-fig2", "aevb-fig3"])
+    x.add_argument("--out", type=Path, help="output folder (default: results/<name>)")
+    x.add_argument("--max-minutes", "--budget", dest="max_minutes", type=float, default=20.0,
+                   help="wall-time budget for the whole figure, shared evenly by its runs (default 20)")
+    x.add_argument("--max-samples", type=int, default=10_000_000,
+                   help="stop each run after this many training samples (default 1e7)")
+    x.add_argument("--z-dims", type=_int_list, help="aevb-fig2: only these N_z values, e.g. 3,20")
+    x.add_argument("--datasets", type=_str_list, help="aevb-fig2: mnist,frey_face (default both)")
+    x.add_argument("--n-train", type=_int_list, help="aevb-fig3: training-set sizes (default 1000,50000)")
+    x.add_argument("--mcem-max-train", type=int, help="aevb-fig3: run MCEM only up to this N_train (default 1000)")
+    x.add_argument("--algorithms", type=_str_list, help="subset of the figure's algorithms")
+    x.add_argument("--num-points", type=int, help="evaluation points per curve")
+    x.add_argument("--eval-points", type=int, help="train/test points each evaluation uses")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    x.set_defaults(func=cmd_experiment)
     return p
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _default_run_dir(config: Config) -> Path:
+    return Path("runs") / f"{config.model.name}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def launch(argv: list[str], args) -> int:
+    """``train --nproc N ...`` as ``torchrun --standalone --nproc_per_node N -m pyro_vae
+    train ...``: N processes on this machine, rendezvous on a free local port. The run
+    directory is fixed here so that every process writes (rank 0) and reads the same one.
+    """
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    if args.run_dir is None:
+        try:
+            rest += ["--run-dir", str(_default_run_dir(_config(args)))]
+        except ERRORS as e:
+            print(f"pyro-vae train: error: {e}", file=sys.stderr)
+            return 2
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={args.nproc}", "-m", "pyro_vae", *rest]
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # torchrun forwards the interrupt to its workers
+        proc.send_signal(signal.SIGINT)
+        return proc.wait()
 
 
 def _config(args) -> Config:
@@ -80,13 +173,22 @@ def _config(args) -> Config:
 
 
 def cmd_train(args) -> None:
+    from pyro_vae import distributed
     from pyro_vae.report import summarize, write_plots
     from pyro_vae.train import train
 
     config = _config(args)
-    run_dir = args.run_dir or Path("runs") / f"{config.model.name}-{config.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"run directory: {run_dir}")
+    if distributed.init(args.dist_timeout):  # under torchrun with several processes
+        # torchrun ends a failed run with SIGTERM: let atomic writes remove their temp files.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    run_dir = distributed.broadcast_object(args.run_dir or _default_run_dir(config))  # rank 0's clock
+    if distributed.is_main():
+        print(f"run directory: {run_dir}")
     exp, state = train(config, run_dir, progress=not args.no_progress)
+    main_rank = distributed.is_main()
+    distributed.shutdown(barrier=True)  # what follows is rank 0's alone
+    if not main_rank:
+        return
     summary = summarize(exp, state, run_dir, config.eval.num_samples)
     if config.eval.plots:
         write_plots(exp, state.history, run_dir / "plots")
@@ -131,6 +233,29 @@ def cmd_fetch(args) -> None:
 
     for path in fetch(args.names or None, args.data_dir, mirror=args.mirror):
         print(path)
+
+
+def cmd_experiment(args) -> None:
+    from pyro_vae.experiments import run_experiment
+
+    options = {"out": args.out or Path("results") / args.name.replace("-", "_"),
+               "max_minutes": args.max_minutes, "max_samples": args.max_samples, "seed": args.seed,
+               "threads": args.threads}
+    per_figure = {"aevb-fig2": ("z_dims", "datasets"), "aevb-fig3": ("n_train", "mcem_max_train")}
+    for key in ("z_dims", "datasets", "n_train", "mcem_max_train"):
+        value = getattr(args, key)
+        if value is not None:
+            if key not in per_figure[args.name]:
+                raise ConfigError(f"--{key.replace('_', '-')} does not apply to {args.name}")
+            options[key] = value
+    for key in ("algorithms", "num_points", "eval_points"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    try:
+        summary = run_experiment(args.name, **options)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,23 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [200])
     activation: str = "tanh"
     likelihood: str = "bernoulli"
+    # GAE settings (``name = "gae"``, see pyro_vae.models.gae); None means the GAE's
+    # default and keeps them out of the TOML a VAE run writes.
+    #: Regulariser weights λ1 (Σ μ²) and λ2 (−Σ (1 + log σ² − σ²)), >= 0; default 0.05.
+    lambda1: Optional[float] = None
+    lambda2: Optional[float] = None
+    #: How training forms the mixture prior: "knn" (default), "exact" or "random".
+    exemplar_estimator: Optional[str] = None
+    #: "knn": neighbours listed per training point (default 32).
+    exemplar_neighbours: Optional[int] = None
+    #: Random exemplars per step ("knn": the tail sample; "random": the subset); default 300.
+    exemplar_tail: Optional[int] = None
+    #: "knn": nearest neighbours per point re-encoded with gradients each step (default 0).
+    exemplar_fresh: Optional[int] = None
+    #: "knn": full cache and neighbour rebuild every this many steps (default 0: never).
+    exemplar_refresh: Optional[int] = None
+    #: Exclude a training point's own component from its prior (default true).
+    leave_one_out: Optional[bool] = None
 
 
 @dataclass
@@ -62,7 +79,28 @@ class InferenceConfig:
     #: (sums out enumerated discrete latents), their "jit_" variants, or "auto":
     #: "trace_enum" for a model with enumerated latents, else "meanfield".
     elbo: str = "auto"
+    #: Samples per data point: of the ELBO estimate ("svi"), K of the importance-weighted
+    #: bound ("iwae", "vimco") and of reweighted wake-sleep ("rws", needs K >= 2).
     num_particles: int = 1
+    #: "rws": weight of the wake-φ update against the sleep-φ update (1: wake only).
+    insomnia: float = 1.0
+    #: "wake_sleep": points dreamt per sleep phase (None: the minibatch size).
+    sleep_batch_size: Optional[int] = None
+    #: "mcem": HMC transitions per E-step, leapfrog steps per transition, the initial
+    #: step size and the acceptance rate it is tuned to (AEVB appendix: 10 and 90%).
+    hmc_steps: int = 1
+    hmc_leapfrog_steps: int = 10
+    hmc_step_size: float = 0.1
+    target_accept: float = 0.9
+    #: "mcem": "batched" (per-point chains, one leapfrog for the batch) or "pyro"
+    #: (pyro.infer.mcmc.HMC over the batch's joint potential).
+    hmc_backend: str = "batched"
+    #: "mcem": HMC chains per data point.
+    num_chains: int = 1
+    #: "mcem": gradient steps on θ per E-step (AEVB appendix: 5).
+    m_steps: int = 5
+    #: "mcem": also fit the guide (ELBO on φ only) so the logged ELBO is meaningful.
+    fit_guide: bool = True
 
 
 @dataclass

@@ -1,11 +1,17 @@
-"""The ``"data"`` plate every model and guide in the package shares."""
+"""What every model and guide in the package shares: the ``"data"`` plate, and the
+registration of its networks' parameters with Pyro."""
 
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import contextvars
+from typing import Iterator, Optional
 
 import pyro
 import torch
+from torch import nn
+
+_SKIP_REGISTRATION = contextvars.ContextVar("pyro_vae_skip_module_registration", default=False)
 
 
 def data_plate(batch_size: int, index: Optional[torch.Tensor], num_data: Optional[int]) -> pyro.plate:
@@ -20,3 +26,27 @@ def data_plate(batch_size: int, index: Optional[torch.Tensor], num_data: Optiona
     if index is None:
         index = torch.arange(batch_size)
     return pyro.plate("data", num_data, subsample=index)
+
+
+def register_module(name: str, module: nn.Module) -> nn.Module:
+    """``pyro.module(name, module)``: the module's parameters as ``pyro.param`` sites.
+
+    Plain Pyro needs them (``pyro.infer.SVI`` finds what to optimize in the trace's
+    param sites, the JIT ELBOs read parameters from the param store by name). Inside
+    :func:`module_registration_skipped` the call does nothing: the package's own SVI
+    optimizes ``module.parameters()`` directly and enters it for the eager ELBOs, which
+    never read param sites, to save Pyro's per-parameter bookkeeping on every step.
+    """
+    if not _SKIP_REGISTRATION.get():
+        pyro.module(name, module)
+    return module
+
+
+@contextlib.contextmanager
+def module_registration_skipped() -> Iterator[None]:
+    """Within it, :func:`register_module` registers nothing (see there)."""
+    token = _SKIP_REGISTRATION.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_REGISTRATION.reset(token)

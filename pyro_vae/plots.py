@@ -27,7 +27,10 @@ from matplotlib.figure import Figure
 PathLike = Union[str, Path]
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 
-__all__ = ["tile_images", "image_grid", "reconstructions", "manifold", "latent_scatter", "elbo_curves"]
+__all__ = [
+    "tile_images", "image_grid", "reconstructions", "manifold", "latent_scatter", "elbo_curves",
+    "samples_side_by_side", "latent_kde",
+]
 
 _DPI = 100
 
@@ -329,4 +332,120 @@ def elbo_curves(
     ax.legend()
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def samples_side_by_side(
+    panels: Mapping[str, ArrayLike],
+    image_shape: Sequence[int],
+    path: PathLike,
+    nrow: Optional[int] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """Grids of samples of several models next to each other, e.g.
+    ``{"GAE": gae.sample(100), "VAE": vae.sample(100)}``, each titled by its key.
+
+    Every value is ``(n, D)`` (or ``(n, H, W)``) in [0, 1]; ``nrow`` images per row in
+    each grid (default ``ceil(sqrt(n))``; see :func:`tile_images`).
+    """
+    path = _png_path(path)
+    if not panels:
+        raise ValueError("panels is empty: give at least one {name: images}")
+    mosaics = {name: tile_images(images, image_shape, nrow) for name, images in panels.items()}
+    h = max(m.shape[0] for m in mosaics.values())
+    width = sum(m.shape[1] for m in mosaics.values())
+    scale = 4.0 / h
+    fig = Figure(figsize=(max(3.0, width * scale + 0.4 * len(mosaics)), 4.6), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(mosaics), squeeze=False)[0]
+    for ax, (name, mosaic) in zip(axes, mosaics.items()):
+        ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _kde_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian KDE (Scott's bandwidth, per axis) of ``points (n, 2)`` at ``grid (m, 2)``."""
+    pts = torch.as_tensor(points, dtype=torch.float64)
+    g = torch.as_tensor(grid, dtype=torch.float64)
+    n = len(pts)
+    bw = pts.std(0).clamp(min=1e-6) * n ** (-1.0 / 6.0)
+    out = []
+    for start in range(0, len(g), 2048):
+        d = (g[start : start + 2048, None, :] - pts[None]) / bw
+        out.append((-0.5 * d.pow(2).sum(-1)).logsumexp(-1))
+    log_norm = math.log(n) + math.log(2 * math.pi) + float(bw.log().sum())
+    return (torch.cat(out) - log_norm).numpy()
+
+
+def latent_kde(
+    panels: Mapping[str, Union[ArrayLike, Callable[[torch.Tensor], ArrayLike]]],
+    path: PathLike,
+    extent: Optional[tuple[float, float, float, float]] = None,
+    resolution: int = 150,
+    log_scale: bool = False,
+    points: Optional[Mapping[str, ArrayLike]] = None,
+    title: Optional[str] = None,
+) -> Path:
+    """Densities over a 2-D latent space, one panel per entry (the GAE paper's KDE figure).
+
+    A value is either latent codes ``(n, 2)`` (e.g. ``model.encode(x)`` or samples of the
+    prior), drawn as their Gaussian kernel density estimate (Scott's bandwidth per
+    axis), or a function ``z (m, 2) -> log-density (m,)`` evaluated on the grid (e.g.
+    ``gae.log_prior``: the GAE's prior *is* a kernel density estimate with one
+    posterior per training point). ``extent = (x0, x1, y0, y1)`` defaults to the range
+    of the codes given (in ``panels`` or ``points``), else ``±3``. ``log_scale`` shows
+    the log-density; ``points`` optionally overlays codes on the panel of the same name.
+    """
+    path = _png_path(path)
+    if not panels:
+        raise ValueError("panels is empty: give at least one {name: codes or log-density function}")
+    if resolution < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}")
+    arrays = {}
+    for name, value in {**panels, **(points or {})}.items():
+        if callable(value):
+            continue
+        a = _to_numpy(value)
+        if a.ndim != 2 or a.shape[1] != 2 or len(a) < 2 or not np.isfinite(a).all():
+            raise ValueError(f"{name!r}: latent codes must be a finite (n >= 2, 2) array, got shape {a.shape}")
+        arrays[name] = a
+    if extent is None:
+        if arrays:
+            allp = np.concatenate(list(arrays.values()))
+            lo, hi = np.percentile(allp, 0.5, axis=0), np.percentile(allp, 99.5, axis=0)
+            pad = 0.1 * (hi - lo) + 1e-3
+            extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+        else:
+            extent = (-3.0, 3.0, -3.0, 3.0)
+    x0, x1, y0, y1 = (float(e) for e in extent)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
+    xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    fig = Figure(figsize=(4.2 * len(panels), 4.2), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, value) in zip(axes, panels.items()):
+        if callable(value):
+            with torch.no_grad():
+                logd = _to_numpy(value(torch.as_tensor(grid, dtype=torch.float32))).reshape(-1)
+            if logd.shape != (len(grid),):
+                raise ValueError(f"{name!r}: the log-density function returned {logd.shape} values for {len(grid)} points")
+        else:
+            logd = _kde_log_density(arrays[name], grid)
+        img = logd if log_scale else np.exp(logd - np.nanmax(logd))
+        ax.imshow(img.reshape(resolution, resolution), origin="lower", extent=(x0, x1, y0, y1),
+                  cmap="viridis", aspect="auto", interpolation="bilinear")
+        if points and name in points:
+            p = arrays[name]
+            ax.scatter(p[:, 0], p[:, 1], s=2, c="white", alpha=0.3, linewidths=0)
+        ax.set_title(name)
+        ax.set_xlabel("z[0]")
+        ax.set_ylabel("z[1]")
+    if title:
+        fig.suptitle(title)
     return _save(fig, path)

@@ -11,10 +11,19 @@ config and calls ``inference.step`` on each minibatch. A run lives in a director
 
 Running ``train`` again on the same directory resumes from the checkpoint and ends
 exactly where an uninterrupted run would.
+
+Launched by ``torchrun`` with several processes, the same loop trains data-parallel
+(see :mod:`pyro_vae.distributed`): each process takes its slice of every global batch,
+gradients are all-reduced before each optimizer step, the logged ELBOs are global means,
+validation is sharded and its figure shared, every decision (early stopping, divergence,
+the time budget) is taken on identical numbers by every rank, and only rank 0 writes
+the run directory. The checkpoint holds global state only, so a run resumes under any
+number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -30,7 +39,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyro_vae import checkpoint
+from pyro_vae import checkpoint, distributed
 from pyro_vae.config import Config, ConfigError
 from pyro_vae.data import DataSplits, check_likelihood, load_dataset
 from pyro_vae.inference import Inference, build_inference
@@ -86,62 +95,123 @@ class TrainState:
 
 
 def train(config: Config, run_dir: str | Path, progress: bool = True) -> tuple[Experiment, TrainState]:
-    """Train ``config`` in ``run_dir``, resuming from its checkpoint if there is one."""
+    """Train ``config`` in ``run_dir``, resuming from its checkpoint if there is one.
+
+    Under ``torchrun`` with several processes every rank calls this with the same
+    arguments; they train one model data-parallel and rank 0 alone writes ``run_dir``.
+    """
     run_dir = Path(run_dir)
+    parallel = distributed.init()
     exp = build(config)
+    if parallel:
+        _check_shardable(exp)
     state = _resume_or_start(exp, run_dir)
+    sync = None
+    if parallel:
+        distributed.broadcast_module(exp.module)  # equal already (same seed/checkpoint): made sure
+        sync = distributed.GradientSync()
     start = time.perf_counter()
     steps = len(_loader(exp, 0))
-    with tqdm(total=config.budget.epochs * steps, initial=state.step, disable=not progress,
-              dynamic_ncols=True, unit="step") as bar:
-        while state.stopped is None:
-            bar.set_description(f"epoch {state.epoch + 1}/{config.budget.epochs}")
-            _train_epoch(exp, state, run_dir, bar)
-            _end_epoch(exp, state, start)
-            _save(exp, state, run_dir)
-            bar.set_postfix(train_elbo=f"{state.history[-1]['train_elbo']:.2f}",
-                            valid_elbo=f"{state.history[-1]['valid_elbo'] or math.nan:.2f}")
+    try:
+        with tqdm(total=config.budget.epochs * steps, initial=state.step,
+                  disable=not progress or not distributed.is_main(), dynamic_ncols=True, unit="step") as bar:
+            while state.stopped is None:
+                bar.set_description(f"epoch {state.epoch + 1}/{config.budget.epochs}")
+                if parallel:
+                    pyro.set_rng_seed(distributed.noise_seed(config.seed, state.epoch))
+                _train_epoch(exp, state, run_dir, bar, sync)
+                _end_epoch(exp, state, start, parallel)
+                if distributed.is_main():
+                    _save(exp, state, run_dir)
+                bar.set_postfix(train_elbo=f"{state.history[-1]['train_elbo']:.2f}",
+                                valid_elbo=f"{state.history[-1]['valid_elbo'] or math.nan:.2f}")
+    except distributed.WorkerFailure as e:
+        raise distributed.WorkerFailure(f"{e}; {_kept(state, run_dir)}: resume with the same "
+                                        "command (any number of processes)") from e
+    finally:
+        if sync is not None:
+            sync.remove()
     if state.best_module is not None:
         exp.module.load_state_dict(state.best_module)
     return exp, state
 
 
+def _check_shardable(exp: Experiment) -> None:
+    """Every rank must get rows of every global batch (validation slices may be empty)."""
+    w, n, b = distributed.world_size(), len(exp.data.train), exp.config.data.batch_size
+    if min(n, b) < w:
+        raise ConfigError(f"[data] batch_size = {b} on {n} training points cannot give each of "
+                          f"{w} processes a row of every batch: use a batch of at least {w}")
+
+
 def _resume_or_start(exp: Experiment, run_dir: Path) -> TrainState:
+    """The checkpoint's state applied to ``exp``, or a fresh state. Under several
+    processes rank 0 alone reads (or refuses) the run directory and shares the result."""
+    if distributed.is_active():
+        try:
+            found = ("ok", _read_checkpoint(exp, run_dir)) if distributed.is_main() else None
+        except Exception as e:  # shared, so that every rank stops with the same error
+            found = ("error", e)
+        found = distributed.broadcast_object(found)
+        if found[0] == "error":
+            raise found[1]
+        ckpt = found[1]
+    else:
+        ckpt = _read_checkpoint(exp, run_dir)
+    if ckpt is None:
+        return TrainState(stopped="budget" if exp.config.budget.epochs <= 0 else None)
+    exp.module.load_state_dict(ckpt["module"])
+    exp.inference.load_state_dict(ckpt["inference"])
+    pyro.util.set_rng_state(ckpt["rng"])
+    return TrainState(**ckpt["state"])
+
+
+def _read_checkpoint(exp: Experiment, run_dir: Path) -> Optional[dict]:
+    """``run_dir``'s checkpoint, or None for a new run (whose config.toml is written)."""
     cfg_path, ckpt_path = run_dir / "config.toml", run_dir / "checkpoint.pt"
     text = exp.config.to_toml()
     if ckpt_path.exists():
         if cfg_path.exists() and cfg_path.read_text() != text:
             raise ConfigError(f"{run_dir} holds a run of another experiment (its config.toml differs): "
                               "give a new run directory, or delete that one to start afresh")
-        ckpt = checkpoint.load(ckpt_path)
-        exp.module.load_state_dict(ckpt["module"])
-        exp.inference.load_state_dict(ckpt["inference"])
-        pyro.util.set_rng_state(ckpt["rng"])
-        return TrainState(**ckpt["state"])
+        return checkpoint.load(ckpt_path)
     checkpoint.write_text(cfg_path, text)
-    return TrainState(stopped="budget" if exp.config.budget.epochs <= 0 else None)
+    return None
 
 
 def _loader(exp: Experiment, epoch: int):
+    """This process's shard of the epoch's global batches (all of each batch when alone)."""
     cfg, data = exp.config, exp.data
     return data.loader("train", cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
                        drop_last=len(data.train) >= cfg.data.batch_size,
-                       dynamic_binarize=data.binarize == "dynamic")
+                       dynamic_binarize=data.binarize == "dynamic",
+                       rank=distributed.rank(), world_size=distributed.world_size())
 
 
-def _train_epoch(exp: Experiment, state: TrainState, run_dir: Path, bar: tqdm) -> None:
+def _train_epoch(exp: Experiment, state: TrainState, run_dir: Path, bar: tqdm,
+                 sync: Optional[distributed.GradientSync] = None) -> None:
     cfg, loader = exp.config, _loader(exp, state.epoch)
-    num_data, total, started = len(exp.data.train), 0.0, time.perf_counter()
+    num_data, total, shown, started = len(exp.data.train), 0.0, 0.0, time.perf_counter()
+    # Every global batch has this many rows (drop_last, or one batch of all the data);
+    # this rank's shard weighs len(x) / batch in the gradient and ELBO sums over ranks.
+    batch = min(cfg.data.batch_size, num_data)
     for i, (x, index) in enumerate(loader, 1):
-        elbo = exp.inference.step(x, index, num_data)["elbo"]
+        weight = len(x) / batch
+        try:
+            with sync.step(weight) if sync is not None else contextlib.nullcontext():
+                elbo = exp.inference.step(x, index, num_data)["elbo"]
+        except distributed.NonFiniteGradients as e:
+            raise _diverged(state, run_dir, f"the gradient is NaN/inf at step {state.step + 1}") from e
         if not math.isfinite(elbo):
             raise _diverged(state, run_dir, f"the training ELBO is {elbo} at step {state.step + 1}")
-        total += elbo
+        total += elbo * weight  # weight = 1 in one process
+        shown += elbo  # the bar shows rank 0's running mean (the log, the global one)
         state.step += 1
         bar.update()
-        bar.set_postfix(elbo=f"{total / i:.2f}", refresh=False)
+        bar.set_postfix(elbo=f"{shown / i:.2f}", refresh=False)
     state.history.append({
         "epoch": state.epoch + 1, "step": state.step, "samples_seen": state.step * cfg.data.batch_size,
+        # Under several processes, this rank's share of the global mean until _end_epoch sums them.
         "train_elbo": total / max(len(loader), 1), "valid_elbo": None,
         "seconds": time.perf_counter() - started,
     })
@@ -149,19 +219,36 @@ def _train_epoch(exp: Experiment, state: TrainState, run_dir: Path, bar: tqdm) -
         raise _diverged(state, run_dir, f"a parameter became NaN/inf in epoch {state.epoch + 1}")
 
 
-def _diverged(state: TrainState, run_dir: Path, what: str) -> TrainingDiverged:
-    last = (f"the last good checkpoint (epoch {state.epoch}) is kept at {run_dir / 'checkpoint.pt'}"
+def _kept(state: TrainState, run_dir: Path) -> str:
+    return (f"the last good checkpoint (epoch {state.epoch}) is kept at {run_dir / 'checkpoint.pt'}"
             if (run_dir / "checkpoint.pt").exists() else "no epoch had finished, so there is no checkpoint")
-    return TrainingDiverged(f"training diverged: {what}; {last}. Lower [optim] lr, "
+
+
+def _diverged(state: TrainState, run_dir: Path, what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: {what}; {_kept(state, run_dir)}. Lower [optim] lr, "
                             "or use [inference] elbo = \"meanfield\" (lower-variance gradients)")
 
 
-def _end_epoch(exp: Experiment, state: TrainState, start: float) -> None:
-    """Validation, early stopping and the budget, at the end of an epoch."""
+def _end_epoch(exp: Experiment, state: TrainState, start: float, parallel: bool = False) -> None:
+    """Validation, early stopping and the budget, at the end of an epoch.
+
+    Under several processes each rank evaluates its slice of the validation set, and
+    the train and validation ELBOs (global means) and rank 0's clock are summed and
+    shared in one collective: every rank then takes the same decisions.
+    """
     budget, row = exp.config.budget, state.history[-1]
     state.epoch += 1
-    if len(exp.data.valid):
-        row["valid_elbo"] = valid = exp.inference.evaluate(exp.data.valid)
+    valid_set = exp.data.valid
+    if parallel:
+        lo, hi = distributed.shard_range(len(valid_set))
+        share = exp.inference.evaluate(valid_set[lo:hi]) * (hi - lo) / len(valid_set) if hi > lo else 0.0
+        main, elapsed = distributed.is_main(), time.perf_counter() - start
+        row["train_elbo"], valid, elapsed, row["seconds"] = distributed.sum_and_share(
+            [row["train_elbo"], share, elapsed if main else 0.0, row["seconds"] if main else 0.0])
+    elif len(valid_set):
+        valid = exp.inference.evaluate(valid_set)
+    if len(valid_set):
+        row["valid_elbo"] = valid
         if valid > state.best_valid:
             state.best_valid, state.bad_epochs = valid, 0
             state.best_module = copy.deepcopy(exp.module.state_dict())
@@ -171,7 +258,9 @@ def _end_epoch(exp: Experiment, state: TrainState, start: float) -> None:
             state.stopped = "early_stopping"
     if state.epoch >= budget.epochs:
         state.stopped = state.stopped or "budget"
-    if budget.max_minutes is not None and (time.perf_counter() - start) / 60 >= budget.max_minutes:
+    if not parallel:
+        elapsed = time.perf_counter() - start
+    if budget.max_minutes is not None and elapsed / 60 >= budget.max_minutes:
         state.stopped = state.stopped or "time"
 
 

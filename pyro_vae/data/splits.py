@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -34,6 +33,17 @@ class BatchLoader:
 
     Unshuffled batches without dynamic binarization are views of the split: do not
     modify them in place.
+
+    Sharding for data-parallel training: with ``world_size > 1`` each *global* batch
+    (what the loader yields with ``world_size=1``) is cut into ``world_size`` contiguous
+    slices whose sizes differ by at most one, and the loader of ``rank`` yields slice
+    ``rank``: rows ``[b * rank // world_size, b * (rank + 1) // world_size)`` of a global
+    batch of ``b`` rows. Every rank therefore walks the same ``(seed, epoch)`` permutation,
+    the union of the ranks' k-th batches is the single-process k-th batch, and dynamic
+    binarization gives those rows the very same draws (each rank draws the whole global
+    batch's uniforms and keeps its rows, so the stream stays in step). A last global
+    batch with fewer rows than ``world_size`` is dropped (every rank must take part in
+    every step); :meth:`__len__` counts global batches, the same on every rank.
     """
 
     def __init__(
@@ -45,11 +55,15 @@ class BatchLoader:
         epoch: int = 0,
         drop_last: bool = False,
         dynamic_binarize: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         if seed < 0 or epoch < 0:
             raise DataError(f"seed and epoch must be non-negative, got seed={seed}, epoch={epoch}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -57,6 +71,8 @@ class BatchLoader:
         self.epoch = epoch
         self.drop_last = drop_last
         self.dynamic_binarize = dynamic_binarize
+        self.rank = rank
+        self.world_size = world_size
 
     @property
     def num_data(self) -> int:
@@ -70,9 +86,9 @@ class BatchLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_data // self.batch_size
-        return math.ceil(self.num_data / self.batch_size)
+        full, rest = divmod(self.num_data, self.batch_size)
+        # The short last batch is kept unless drop_last, or it cannot give each rank a row.
+        return full if self.drop_last or rest < self.world_size else full + 1
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n, size = self.num_data, self.batch_size
@@ -87,10 +103,20 @@ class BatchLoader:
         )
         for start in range(0, len(self) * size, size):
             index = order[start : start + size]
-            x = self._gather(start, index)
+            if self.world_size == 1:
+                x = self._gather(start, index)
+                if coin is not None:
+                    x = rng.bernoulli(x, coin)
+                yield x, torch.from_numpy(index)
+                continue
+            lo, hi = shard_bounds(index.size, self.rank, self.world_size)
+            x = self._gather(start + lo, index[lo:hi])
             if coin is not None:
-                x = rng.bernoulli(x, coin)
-            yield x, torch.from_numpy(index)
+                # The global batch's uniforms, of which this rank compares its own rows:
+                # what rng.bernoulli draws for the whole batch in one process.
+                u = coin.random((index.size, x.shape[1]), dtype=np.float32)[lo:hi]
+                x = _below(u, x)
+            yield x, torch.from_numpy(index[lo:hi])
 
     def _gather(self, start: int, index: np.ndarray) -> torch.Tensor:
         """The rows ``index`` (which start at ``start`` when not shuffling), ``(b, D)``."""
@@ -101,6 +127,19 @@ class BatchLoader:
             # thread pool, which costs milliseconds per call on a busy 2-core machine.
             return torch.from_numpy(self.data.numpy()[index])
         return self.data.index_select(0, torch.from_numpy(index).to(self.data.device))
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of ``n`` that ``rank`` of ``world_size`` takes: contiguous slices
+    in rank order whose sizes differ by at most one."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+def _below(u: np.ndarray, p: torch.Tensor) -> torch.Tensor:
+    """``u < p`` as float32 on ``p``'s device, as :func:`rng.bernoulli` computes it."""
+    if p.device.type == "cpu":
+        return torch.from_numpy((u < p.detach().numpy()).astype(np.float32))
+    return (torch.from_numpy(np.ascontiguousarray(u)).to(p.device) < p).to(torch.float32)
 
 
 @dataclass(eq=False, repr=False)
@@ -170,11 +209,15 @@ class DataSplits:
         epoch: int = 0,
         drop_last: bool = False,
         dynamic_binarize: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> BatchLoader:
-        """Minibatches ``(x (b, D), index (b,))`` of ``split``; see :class:`BatchLoader`."""
+        """Minibatches ``(x (b, D), index (b,))`` of ``split``; see :class:`BatchLoader`
+        (``rank``/``world_size``: this process's shard of every batch)."""
         return BatchLoader(
             self.split(split), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
             drop_last=drop_last, dynamic_binarize=dynamic_binarize,
+            rank=rank, world_size=world_size,
         )
 
     def __repr__(self) -> str:

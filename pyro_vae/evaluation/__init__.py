@@ -6,10 +6,26 @@ from pyro_vae.evaluation.marginal_likelihood import (
     importance_log_likelihood,
     log_likelihood,
 )
+from pyro_vae.evaluation.hmc_marginal import hmc_log_likelihood
+from pyro_vae.evaluation.parzen import (
+    DEFAULT_SIGMAS,
+    ParzenResult,
+    parzen_evaluate,
+    parzen_log_density,
+    parzen_log_likelihood,
+    select_bandwidth,
+)
 
 __all__ = [
+    "DEFAULT_SIGMAS",
     "LogLikelihood",
+    "ParzenResult",
     "elbo_per_point",
+    "hmc_log_likelihood",
     "importance_log_likelihood",
     "log_likelihood",
+    "parzen_evaluate",
+    "parzen_log_density",
+    "parzen_log_likelihood",
+    "select_bandwidth",
 ]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from pyro_vae.nets import GaussianHead, mlp
-from pyro_vae.plates import data_plate
+from pyro_vae.plates import data_plate, register_module
 
 
 class GaussianEncoder(nn.Module):
@@ -51,7 +51,7 @@ class DiagonalNormalGuide(nn.Module):
     def forward(
         self, x: torch.Tensor, index: Optional[torch.Tensor] = None, num_data: Optional[int] = None
     ) -> torch.Tensor:
-        pyro.module(self.name, self.encoder)
+        register_module(self.name, self.encoder)
         with data_plate(len(x), index, num_data):
             loc, scale = self.encoder(x)
             return pyro.sample("z", dist.Normal(loc, scale).to_event(1))

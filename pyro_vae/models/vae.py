@@ -24,7 +24,7 @@ from torch import nn
 
 from pyro_vae.guides.amortized import DiagonalNormalGuide, GaussianEncoder
 from pyro_vae.nets import GaussianHead, mlp
-from pyro_vae.plates import data_plate
+from pyro_vae.plates import data_plate, register_module
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -109,7 +109,7 @@ class VAE(nn.Module):
         num_data: Optional[int] = None,
     ) -> torch.Tensor:
         """p(x, z) = N(z; 0, I) p_θ(x|z). With ``x=None`` it generates ``num_data`` points."""
-        pyro.module("decoder", self.decoder)
+        register_module("decoder", self.decoder)
         batch = _batch_size(x, num_data)
         with data_plate(batch, index, num_data):
             z = pyro.sample("z", self.prior(batch))

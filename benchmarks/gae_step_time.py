@@ -1,0 +1,168 @@
+"""Time per training step of the GAE against the VAE's, in the same run.
+
+Every model is built from a package config (``pyro_vae.train.build``) that differs from
+the VAE's only in ``[model]`` entries, and steps through ``inference.step`` on the very
+same minibatches of static binarized MNIST (batch 100, Adam 1e-3), round-robin, so that
+machine load hits all alike. Models:
+
+* ``vae``: the VAE, ``elbo = "auto"`` (analytic KL);
+* ``gae``: the GAE with its default scalable estimator (``exemplar_estimator = "knn"``:
+  neighbour lists plus a uniform tail sample over a cache of all n encoder statistics;
+  see ``pyro_vae.models.gae``), ``elbo = "auto"`` (``TraceEnum_ELBO``);
+* ``naive-<m>``: plain enumeration over ``m`` random exemplars encoded afresh with
+  gradients each step (``exemplar_estimator = "random"``, ``exemplar_tail = m``);
+* ``exact``: enumeration over all n = 50000 exemplars encoded afresh with gradients
+  (``"exact"``, the definition), timed over a few steps only.
+
+Reported: the median milliseconds per step after ``--warmup`` steps, the ratio to the
+VAE's median, and for the GAE also the *amortized* ratio, which adds its once-per-epoch
+neighbour-list rebuild (timed separately) spread over the ``n / batch`` steps of an
+epoch. The GAE's first step (filling the cache and the first lists) is reported apart.
+
+    python benchmarks/gae_step_time.py                       # 1 and 2 hidden layers, ~10 min
+    python benchmarks/gae_step_time.py --steps 20 --layers 1 --exact-steps 1   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pyro
+import torch
+
+from pyro_vae.config import Config
+from pyro_vae.train import build
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", type=int, nargs="+", default=[1, 2], help="hidden layers of encoder and decoder")
+    p.add_argument("--hidden-size", type=int, default=500)
+    p.add_argument("--z-dim", type=int, default=40)
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=100, help="timed steps per model (after warm-up)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--naive-exemplars", type=int, nargs="*", default=[1000])
+    p.add_argument("--exact-steps", type=int, default=3, help="steps of the all-n exact estimator (0: skip)")
+    p.add_argument("--gae", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra [model] entries for the GAE, e.g. exemplar_neighbours=64")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-dir")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("results/gae_step_time"))
+    return p.parse_args(argv)
+
+
+def config(args, layers: int, **model) -> Config:
+    return Config.from_dict({
+        "seed": args.seed,
+        "data": {"name": "binarized_mnist", "binarize": "none", "batch_size": args.batch_size,
+                 "data_dir": args.data_dir},
+        "model": {"z_dim": args.z_dim, "hidden": [args.hidden_size] * layers, "activation": args.activation,
+                  **model},
+    })
+
+
+def extra_settings(items):
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key] = json.loads(value) if value not in ("",) else value
+    return out
+
+
+def run_depth(args, layers: int) -> dict:
+    gae_extra = extra_settings(args.gae)
+    specs = {"vae": {"name": "vae"}, "gae": {"name": "gae", **gae_extra}}
+    for m in args.naive_exemplars:
+        specs[f"naive-{m}"] = {"name": "gae", "exemplar_estimator": "random", "exemplar_tail": m}
+    exps = {name: build(config(args, layers, **spec)) for name, spec in specs.items()}
+    data = exps["vae"].data.train
+    n, b = len(data), args.batch_size
+    gen = torch.Generator().manual_seed(args.seed)
+    perm = torch.randperm(n, generator=gen)
+    batches = [perm[(s * b) % n : (s * b) % n + b] for s in range(args.warmup + args.steps + 1)]
+
+    first = {}
+    for name, exp in exps.items():  # first step: validation on, caches filled
+        t = time.perf_counter()
+        exp.inference.step(data[batches[0]], batches[0], n)
+        first[name] = time.perf_counter() - t
+    times = {name: [] for name in exps}
+    for s, idx in enumerate(batches[1:]):
+        order = list(exps) if s % 2 == 0 else list(reversed(exps))
+        for name in order:
+            t = time.perf_counter()
+            exps[name].inference.step(data[idx], idx, n)
+            if s >= args.warmup:
+                times[name].append(time.perf_counter() - t)
+    medians = {name: statistics.median(v) * 1000 for name, v in times.items()}
+
+    gae = exps["gae"].module
+    t = time.perf_counter()
+    gae.bank.rebuild_neighbours()
+    rebuild = time.perf_counter() - t
+    steps_per_epoch = math.ceil(n / b)
+    row = {
+        "layers": layers, "n": n, "batch": b,
+        "ms_per_step": medians,
+        "ratio_to_vae": {name: medians[name] / medians["vae"] for name in medians},
+        "gae_first_step_s": first["gae"],
+        "gae_rebuild_s": rebuild,
+        "gae_amortized_ms": medians["gae"] + 1000 * rebuild / steps_per_epoch,
+    }
+    row["gae_amortized_ratio"] = row["gae_amortized_ms"] / medians["vae"]
+    if args.exact_steps:
+        del exps
+        exact = build(config(args, layers, name="gae", exemplar_estimator="exact"))
+        vae = build(config(args, layers, name="vae"))
+        vae.inference.step(data[batches[0]], batches[0], n)
+        ex_t, vae_t = [], []
+        for idx in batches[1 : 1 + args.exact_steps]:
+            t = time.perf_counter()
+            exact.inference.step(data[idx], idx, n)
+            ex_t.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            vae.inference.step(data[idx], idx, n)
+            vae_t.append(time.perf_counter() - t)
+        row["ms_per_step"]["exact"] = statistics.median(ex_t) * 1000
+        row["ratio_to_vae"]["exact"] = statistics.median(ex_t) / statistics.median(vae_t)
+    return row
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
+    pyro.set_rng_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"threads {args.threads}, load average at start {os.getloadavg()}", flush=True)
+    rows = []
+    for layers in args.layers:
+        row = run_depth(args, layers)
+        rows.append(row)
+        print(json.dumps(row, indent=1), flush=True)
+    names = list(rows[0]["ms_per_step"])
+    print(f"\nload average at end {os.getloadavg()}\n")
+    print("| hidden layers | " + " | ".join(f"{n} ms (x VAE)" for n in names) + " | GAE amortized (x VAE) |")
+    print("|---" * (len(names) + 2) + "|")
+    for r in rows:
+        cells = [f"{r['ms_per_step'][n]:.1f} (x{r['ratio_to_vae'][n]:.2f})" for n in names]
+        print(f"| {r['layers']} | " + " | ".join(cells)
+              + f" | {r['gae_amortized_ms']:.1f} (x{r['gae_amortized_ratio']:.2f}) |")
+    (args.out / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                        "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Figure 2 of Kingma & Welling (2014), "Auto-Encoding Variational Bayes", scaled to budget.
+
+The paper: the average variational lower bound per data point, on the training set and
+the test set, against the number of training samples evaluated, for AEVB and wake-sleep,
+on MNIST with N_z ∈ {3, 5, 10, 20, 200} (500 hidden units) and on Frey Face with
+N_z ∈ {2, 5, 10, 20} (200 hidden units, Gaussian decoder); Adagrad, minibatches of
+M = 100, L = 1 sample per point; the same encoder for both algorithms.
+
+Here: the same grid and settings (tanh MLPs of one hidden layer, AEVB with the
+analytic-KL estimator of the paper's eq. 10, i.e. ``elbo = "meanfield"``; binarized MNIST
+with its fixed binarization), each run stopping at ``max_samples`` or at its share of
+``max_minutes``. The paper's weight decay (a prior on the parameters) and its step-size
+search over {0.01, 0.02, 0.1} are left out: one Adagrad rate per data set. The bounds
+are the ELBO with the analytic KL on fixed random subsets of ``eval_points`` training and test
+points.
+
+Outputs in ``out``: ``aevb_fig2.csv`` (one row per evaluation point), ``aevb_fig2.png``
+(a panel per data set and N_z, as in the paper) and ``aevb_fig2.json`` (settings and
+the final numbers: AEVB minus wake-sleep per panel).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from pyro_vae.config import Config
+from pyro_vae.experiments.common import focus_ylim, run_curve, set_threads, write_csv, write_json
+
+NAME = "aevb-fig2"
+
+DATASETS = {
+    "mnist": dict(data="binarized_mnist", binarize="none", likelihood="bernoulli", hidden=500,
+                  z_dims=(3, 5, 10, 20, 200), lr=0.02),
+    "frey_face": dict(data="frey_face", binarize="none", likelihood="gaussian", hidden=200,
+                      z_dims=(2, 5, 10, 20), lr=0.01),
+}
+
+ALGORITHMS = {
+    "aevb": ["inference.name=svi", "inference.elbo=meanfield"],
+    "wake_sleep": ["inference.name=wake_sleep"],
+}
+
+
+def config_for(dataset: str, z_dim: int, algorithm: str, seed: int = 0, lr: Optional[float] = None) -> Config:
+    """The config of one curve of the figure."""
+    s = DATASETS[dataset]
+    return Config().with_overrides([
+        f"seed={seed}", f'data.name="{s["data"]}"', f'data.binarize="{s["binarize"]}"', "data.batch_size=100",
+        f"model.z_dim={z_dim}", f"model.hidden=[{s['hidden']}]", f'model.likelihood="{s["likelihood"]}"',
+        "model.activation=tanh", "optim.name=adagrad", f"optim.lr={lr or s['lr']}", "inference.num_particles=1",
+        "eval.num_samples=0", "eval.plots=false", *ALGORITHMS[algorithm],
+    ])
+
+
+def _bounds(exp, x_train, x_test) -> dict:
+    return {"train_bound": exp.inference.evaluate(x_train), "test_bound": exp.inference.evaluate(x_test)}
+
+
+def run(
+    out: str | Path = "results/aevb_fig2",
+    max_minutes: float = 20.0,
+    max_samples: int = 10_000_000,
+    datasets: Sequence[str] = ("mnist", "frey_face"),
+    z_dims: Optional[Sequence[int]] = None,
+    algorithms: Sequence[str] = ("aevb", "wake_sleep"),
+    num_points: int = 10,
+    eval_points: int = 1000,
+    seed: int = 0,
+    threads: Optional[int] = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the figure's curves; ``max_minutes`` is shared evenly by the runs.
+
+    ``z_dims`` restricts every data set's N_z values to those listed (None: the paper's).
+    Returns the summary also written to ``out/aevb_fig2.json``.
+    """
+    out = Path(out)
+    set_threads(threads)
+    _check(datasets, algorithms)
+    runs = [(ds, nz, alg) for ds in datasets for nz in DATASETS[ds]["z_dims"]
+            if z_dims is None or nz in z_dims for alg in algorithms]
+    if not runs:
+        raise ValueError(f"no runs: z_dims {list(z_dims or [])} match none of the data sets' N_z values")
+    per_run = max_minutes * 60 / len(runs)
+    log(f"{NAME}: {len(runs)} runs, {per_run:.0f} s and at most {max_samples} samples each -> {out}")
+    rows, started = [], time.perf_counter()
+    curves = []
+    for ds, nz, alg in runs:
+        labels = {"dataset": ds, "z_dim": nz, "algorithm": alg}
+        curve = run_curve(config_for(ds, nz, alg, seed), _bounds, labels, max_samples, per_run,
+                          num_points=num_points, eval_points=eval_points, log=log)
+        curves.append(curve)
+        rows += curve.rows
+        write_csv(rows, out / "aevb_fig2.csv")  # partial results survive an interruption
+    png = plot(rows, out / "aevb_fig2.png")
+    summary = {
+        "figure": NAME, "max_minutes": max_minutes, "max_samples": max_samples, "seed": seed,
+        "eval_points": eval_points, "seconds": round(time.perf_counter() - started, 1),
+        "runs": [{**c.labels, "stopped": c.stopped, "steps": c.steps, "train_seconds": round(c.train_seconds, 1),
+                  **({k: c.rows[-1][k] for k in ("samples", "train_bound", "test_bound")} if c.rows else {})}
+                 for c in curves],
+        "comparison": compare(rows), "csv": str(out / "aevb_fig2.csv"), "png": str(png),
+    }
+    write_json(summary, out / "aevb_fig2.json")
+    return summary
+
+
+def _check(datasets: Sequence[str], algorithms: Sequence[str]) -> None:
+    for ds in datasets:
+        if ds not in DATASETS:
+            raise ValueError(f"unknown data set {ds!r} for {NAME}: choose from {sorted(DATASETS)}")
+    for a in algorithms:
+        if a not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {a!r} for {NAME}: choose from {sorted(ALGORITHMS)}")
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """Per (data set, N_z): each algorithm's final bounds (equal wall time: each run had
+    the same budget) and AEVB − wake-sleep (nats per point; positive means AEVB is
+    better) at equal training samples, the largest count both curves were evaluated at."""
+    out = []
+    for ds, nz in dict.fromkeys((r["dataset"], r["z_dim"]) for r in rows):
+        finals = {}
+        for alg in ALGORITHMS:
+            rs = [r for r in rows if r["dataset"] == ds and r["z_dim"] == nz and r["algorithm"] == alg]
+            if rs:
+                finals[alg] = rs
+        entry = {"dataset": ds, "z_dim": nz}
+        for alg, rs in finals.items():
+            entry[f"{alg}_samples"] = rs[-1]["samples"]
+            entry[f"{alg}_train_bound"] = rs[-1]["train_bound"]
+            entry[f"{alg}_test_bound"] = rs[-1]["test_bound"]
+        if len(finals) == 2:
+            # The largest sample count at which both curves were evaluated (the shared
+            # log-spaced marks): equal training samples.
+            shared = set.intersection(*({r["samples"] for r in rs} for rs in finals.values()))
+            common = max(shared)
+            at = {alg: next(r for r in rs if r["samples"] == common) for alg, rs in finals.items()}
+            entry["common_samples"] = common
+            entry["aevb_minus_wake_sleep_train"] = at["aevb"]["train_bound"] - at["wake_sleep"]["train_bound"]
+            entry["aevb_minus_wake_sleep_test"] = at["aevb"]["test_bound"] - at["wake_sleep"]["test_bound"]
+        out.append(entry)
+    return out
+
+
+STYLE = {"aevb": "tab:red", "wake_sleep": "tab:blue", "mcem": "tab:green"}
+LABEL = {"aevb": "AEVB", "wake_sleep": "Wake-Sleep", "mcem": "MCEM"}
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """A panel per (data set, N_z): train (solid) and test (dashed) bound against samples."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = list(dict.fromkeys((r["dataset"], r["z_dim"]) for r in rows))
+    ncol = min(5, max(len(panels), 1))
+    nrow = max(1, -(-len(panels) // ncol))
+    fig = Figure(figsize=(3.2 * ncol, 2.8 * nrow), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, (ds, nz) in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        for alg in ALGORITHMS:
+            rs = [r for r in rows if r["dataset"] == ds and r["z_dim"] == nz and r["algorithm"] == alg]
+            if not rs:
+                continue
+            xs = [r["samples"] for r in rs]
+            ax.plot(xs, [r["train_bound"] for r in rs], color=STYLE[alg], label=f"{LABEL[alg]} train")
+            ax.plot(xs, [r["test_bound"] for r in rs], color=STYLE[alg], ls="--", label=f"{LABEL[alg]} test")
+        ax.set_xscale("log")
+        focus_ylim(ax, [r for r in rows if r["dataset"] == ds and r["z_dim"] == nz], ("train_bound", "test_bound"))
+        ax.set_title(f"{'MNIST' if ds == 'mnist' else 'Frey Face'}, $N_z$ = {nz}", fontsize=9)
+        ax.set_xlabel("# training samples evaluated", fontsize=8)
+        ax.set_ylabel("lower bound (nats)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

@@ -1,0 +1,177 @@
+"""Figure 3 of Kingma & Welling (2014), "Auto-Encoding Variational Bayes", scaled to budget.
+
+The paper: the estimated marginal log-likelihood (train and test) against the number of
+training samples evaluated, for AEVB, wake-sleep and Monte Carlo EM, on MNIST with
+N_train = 1000 and 50000 training points, 100 hidden units and N_z = 3, the
+log-likelihood estimated with the HMC estimator of its appendix D.
+
+Here: the same settings (binarized MNIST; Adagrad, minibatches of 100; MCEM with one
+HMC transition of 10 leapfrog steps per E-step, step size tuned to 90% acceptance, then
+5 M-steps), each run stopping at ``max_samples`` or at its share of ``max_minutes``.
+MCEM runs only where feasible: by default on N_train = 1000 (``mcem_max_train``). The
+log-likelihoods are :func:`pyro_vae.evaluation.hmc_log_likelihood` (appendix D) on
+fixed random subsets of ``eval_points`` training and test points (the ``N_train`` training
+points are a fixed random subset too), with the importance-sampling estimate
+(guide as proposal; for MCEM the guide fitted on the side) and the ELBO alongside.
+
+Outputs in ``out``: ``aevb_fig3.csv``, ``aevb_fig3.png`` (a panel per N_train) and
+``aevb_fig3.json`` (settings, final numbers, AEVB minus each other algorithm).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import pyro
+
+from pyro_vae.config import Config
+from pyro_vae.evaluation import hmc_log_likelihood, log_likelihood
+from pyro_vae.experiments.aevb_fig2 import LABEL, STYLE
+from pyro_vae.experiments.common import focus_ylim, run_curve, set_threads, write_csv, write_json
+
+NAME = "aevb-fig3"
+N_TRAIN = (1000, 50000)
+
+ALGORITHMS = {
+    "aevb": ["inference.name=svi", "inference.elbo=meanfield"],
+    "wake_sleep": ["inference.name=wake_sleep"],
+    "mcem": ["inference.name=mcem", "inference.hmc_steps=1", "inference.hmc_leapfrog_steps=10",
+             "inference.target_accept=0.9", "inference.m_steps=5"],
+}
+
+
+def config_for(algorithm: str, seed: int = 0, lr: float = 0.02) -> Config:
+    return Config().with_overrides([
+        f"seed={seed}", 'data.name="binarized_mnist"', 'data.binarize="none"', "data.batch_size=100",
+        "model.z_dim=3", "model.hidden=[100]", "model.activation=tanh", "optim.name=adagrad", f"optim.lr={lr}",
+        "eval.num_samples=0", "eval.plots=false", *ALGORITHMS[algorithm],
+    ])
+
+
+def evaluator(hmc_samples: int, hmc_warmup: int, is_samples: int):
+    """``(exp, x_train, x_test) -> figures``: appendix-D and IS log-likelihoods, ELBOs."""
+
+    def evaluate(exp, x_train, x_test) -> dict:
+        state = pyro.util.get_rng_state()  # evaluation draws must not shift training's
+        out = {}
+        for split, x in (("train", x_train), ("test", x_test)):
+            out[f"{split}_ll"] = hmc_log_likelihood(exp.module.model, x, num_samples=hmc_samples,
+                                                    num_warmup=hmc_warmup).mean
+            if is_samples:
+                out[f"{split}_ll_is"] = log_likelihood(exp.module, x, num_samples=is_samples).mean
+            out[f"{split}_bound"] = exp.inference.evaluate(x)
+        pyro.util.set_rng_state(state)
+        return out
+
+    return evaluate
+
+
+def run(
+    out: str | Path = "results/aevb_fig3",
+    max_minutes: float = 20.0,
+    max_samples: int = 10_000_000,
+    n_train: Sequence[int] = N_TRAIN,
+    algorithms: Sequence[str] = ("aevb", "wake_sleep", "mcem"),
+    mcem_max_train: int = 1000,
+    num_points: int = 8,
+    eval_points: int = 100,
+    hmc_samples: int = 100,
+    hmc_warmup: int = 50,
+    is_samples: int = 500,
+    seed: int = 0,
+    threads: Optional[int] = 1,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run the figure's curves; ``max_minutes`` is shared evenly by the runs."""
+    out = Path(out)
+    set_threads(threads)
+    for a in algorithms:
+        if a not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {a!r} for {NAME}: choose from {sorted(ALGORITHMS)}")
+    runs = [(n, a) for n in n_train for a in algorithms if a != "mcem" or n <= mcem_max_train]
+    if not runs:
+        raise ValueError("no runs: check n_train, algorithms and mcem_max_train")
+    per_run = max_minutes * 60 / len(runs)
+    log(f"{NAME}: {len(runs)} runs, {per_run:.0f} s and at most {max_samples} samples each -> {out}")
+    evaluate = evaluator(hmc_samples, hmc_warmup, is_samples)
+    rows, curves, started = [], [], time.perf_counter()
+    for n, alg in runs:
+        labels = {"n_train": n, "algorithm": alg}
+        curve = run_curve(config_for(alg, seed), evaluate, labels, max_samples, per_run,
+                          num_points=num_points, n_train=n, eval_points=eval_points, log=log)
+        curves.append(curve)
+        rows += curve.rows
+        write_csv(rows, out / "aevb_fig3.csv")
+    png = plot(rows, out / "aevb_fig3.png")
+    summary = {
+        "figure": NAME, "max_minutes": max_minutes, "max_samples": max_samples, "seed": seed,
+        "eval_points": eval_points, "hmc_samples": hmc_samples, "hmc_warmup": hmc_warmup,
+        "is_samples": is_samples, "seconds": round(time.perf_counter() - started, 1),
+        "runs": [{**c.labels, "stopped": c.stopped, "steps": c.steps, "train_seconds": round(c.train_seconds, 1),
+                  **({k: c.rows[-1][k] for k in ("samples", "train_ll", "test_ll", "train_bound", "test_bound")}
+                     if c.rows else {})}
+                 for c in curves],
+        "comparison": compare(rows), "csv": str(out / "aevb_fig3.csv"), "png": str(png),
+    }
+    write_json(summary, out / "aevb_fig3.json")
+    return summary
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """Per N_train: final log-likelihoods (equal wall time) and AEVB minus each other
+    algorithm at equal training samples, the largest count every curve was evaluated at
+    (positive: AEVB is better)."""
+    out = []
+    for n in dict.fromkeys(r["n_train"] for r in rows):
+        by_alg = {a: [r for r in rows if r["n_train"] == n and r["algorithm"] == a] for a in ALGORITHMS}
+        by_alg = {a: rs for a, rs in by_alg.items() if rs}
+        entry = {"n_train": n}
+        for a, rs in by_alg.items():
+            entry[f"{a}_samples"] = rs[-1]["samples"]
+            entry[f"{a}_train_ll"] = rs[-1]["train_ll"]
+            entry[f"{a}_test_ll"] = rs[-1]["test_ll"]
+        if "aevb" in by_alg and len(by_alg) > 1:
+            shared = set.intersection(*({r["samples"] for r in rs} for rs in by_alg.values()))
+            common = max(shared)
+            at = {a: next(r for r in rs if r["samples"] == common) for a, rs in by_alg.items()}
+            entry["common_samples"] = common
+            for a in by_alg:
+                if a != "aevb":
+                    entry[f"aevb_minus_{a}_train"] = at["aevb"]["train_ll"] - at[a]["train_ll"]
+                    entry[f"aevb_minus_{a}_test"] = at["aevb"]["test_ll"] - at[a]["test_ll"]
+        out.append(entry)
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """A panel per N_train: marginal log-likelihood, train (solid) and test (dashed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = list(dict.fromkeys(r["n_train"] for r in rows))
+    fig = Figure(figsize=(4.2 * max(len(panels), 1), 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, n in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for alg in ALGORITHMS:
+            rs = [r for r in rows if r["n_train"] == n and r["algorithm"] == alg]
+            if not rs:
+                continue
+            xs = [r["samples"] for r in rs]
+            ax.plot(xs, [r["train_ll"] for r in rs], color=STYLE[alg], marker="o", ms=3, label=f"{LABEL[alg]} train")
+            ax.plot(xs, [r["test_ll"] for r in rs], color=STYLE[alg], ls="--", marker="o", ms=3,
+                    label=f"{LABEL[alg]} test")
+        ax.set_xscale("log")
+        focus_ylim(ax, [r for r in rows if r["n_train"] == n], ("train_ll", "test_ll"))
+        ax.set_title(f"MNIST, $N_{{train}}$ = {n}", fontsize=10)
+        ax.set_xlabel("# training samples evaluated", fontsize=9)
+        ax.set_ylabel("marginal log-likelihood (nats)", fontsize=9)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

@@ -1,0 +1,197 @@
+r"""Importance-weighted (multi-sample) objectives: IWAE and VIMCO.
+
+Both ascend, for each data point, the K-sample bound of Burda, Grosse & Salakhutdinov
+(2016), "Importance Weighted Autoencoders":
+
+.. math::
+
+    \mathcal L_K(x) = \mathbb E \log \frac1K \sum_{k=1}^K w_k, \qquad
+    w_k = \frac{p_θ(x, z_k)}{q_φ(z_k|x)}, \quad z_k \sim q_φ(\cdot|x),
+
+which is the ELBO at K = 1 and tends to log p_θ(x) as K grows. They differ in the
+gradient with respect to φ.
+
+* **IWAE** (``"iwae"``) is :class:`pyro.infer.RenyiELBO` with ``alpha = 0``: the
+  reparameterization gradient, so every guide site must be reparameterizable
+  (continuous). Pyro's estimator keeps the ``"data"`` plate's dim (it is common to all
+  sites) and so takes the log-sum-exp over particles per data point, as it should; but
+  it multiplies each site's log-density by the plate's subsample scale ``N/B`` *inside*
+  the log-sum-exp, which turns a minibatch's bound into a different (not a lower)
+  bound. :class:`IWAE` therefore runs the model and guide under
+  ``poutine.scale(B/N)`` (unscaled weights, the minibatch is still subsampled) and
+  multiplies the gradients by ``N/B`` afterwards: exactly the gradient of
+  ``N/B · Σ_{i∈batch} L_K(x_i)``.
+* **VIMCO** (``"vimco"``; Mnih & Rezende 2016, "Variational Inference for Monte Carlo
+  Objectives") handles guide sites without reparameterized samples (discrete latents):
+  their score-function term gets, for particle k, the per-point learning signal
+  ``L̂ − L̂_{−k}`` where ``L̂_{−k}`` replaces ``log w_k`` by the mean of the other
+  ``log w_j`` (the geometric-mean leave-one-out baseline). Reparameterized sites keep
+  their pathwise gradient, so on a continuous model VIMCO is IWAE.
+
+Both report ``"iwae"`` (the K-sample bound per point) and ``"elbo"`` (the mean of the
+same ``log w_k``: a K-sample ELBO estimate, no extra model runs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import pyro.infer
+import torch
+from pyro import poutine
+from torch import nn
+
+from pyro_vae.config import ConfigError
+from pyro_vae.evaluation.marginal_likelihood import _per_point_log_prob, _scored_sites
+from pyro_vae.inference.svi import make_optimizer
+from pyro_vae.inference.traces import (
+    evaluate_elbo,
+    max_plate_nesting,
+    non_reparameterized_sites,
+    particle_traces,
+    preserved_rng,
+    refuse_enumerated,
+    subsample_scale,
+    zero_grad,
+)
+
+
+def _check_particles(num_particles: int, name: str) -> None:
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+        raise ConfigError(f"[inference] num_particles must be a positive integer, got {num_particles!r}")
+    if name == "vimco" and num_particles < 2:
+        raise ConfigError("VIMCO's leave-one-out baseline needs [inference] num_particles >= 2")
+
+
+class _RecordingRenyiELBO(pyro.infer.RenyiELBO):
+    """RenyiELBO that keeps its last (model, guide) traces, to report the ELBO for free."""
+
+    def _get_trace(self, model, guide, args, kwargs):
+        traces = super()._get_trace(model, guide, args, kwargs)
+        self.last_traces = traces
+        return traces
+
+
+class IWAE:
+    """The IWAE bound with K particles, via ``pyro.infer.RenyiELBO(alpha=0)``.
+
+    Args:
+        module: the model module.
+        num_particles: K (1 is the ELBO, with the Trace_ELBO gradient).
+        optimizer, lr: one optimizer over all the module's parameters.
+    """
+
+    def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3):
+        refuse_enumerated(module, "iwae")
+        _check_particles(num_particles, "iwae")
+        self.module, self.model, self.guide = module, module.model, module.guide
+        self.num_particles = num_particles
+        self.elbo = _RecordingRenyiELBO(alpha=0.0, num_particles=num_particles, vectorize_particles=True)
+        self.optimizer = make_optimizer(optimizer, module.parameters(), lr)
+        self._checked = False
+
+    def _check(self, x: torch.Tensor) -> None:
+        with poutine.block(), torch.no_grad(), preserved_rng():
+            tr = particle_traces(self.model, self.guide, x[:2], None, None, 1,
+                                 max_plate_nesting(self.model, self.guide, x[:2]))
+        discrete = non_reparameterized_sites(tr)
+        if discrete:
+            raise ConfigError(
+                f"[inference] name = \"iwae\" needs reparameterizable guide sites, but {discrete} "
+                "cannot be reparameterized (discrete latents): use name = \"vimco\""
+            )
+        with preserved_rng():  # what RenyiELBO would guess (and log) at its first call
+            nesting = max_plate_nesting(self.model, self.guide, x[:2])
+        self.elbo.max_plate_nesting = nesting + (1 if self.num_particles > 1 else 0)
+        self._checked = True
+
+    def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
+        if not self._checked:
+            self._check(x)
+        scale = subsample_scale(x, num_data)
+        unscale = 1.0 / scale
+        model = poutine.scale(self.model, scale=unscale)
+        guide = poutine.scale(self.guide, scale=unscale)
+        zero_grad(self.module.parameters())
+        loss = self.elbo.loss_and_grads(model, guide, x, index, num_data)
+        if scale != 1.0:
+            for p in self.module.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+        self.optimizer.step()
+        return {"iwae": -loss / len(x), "elbo": self._mean_log_weight(len(x))}
+
+    def _mean_log_weight(self, batch: int) -> float:
+        model_tr, guide_tr = self.elbo.last_traces
+        k = self.num_particles
+        dim = -self.elbo.max_plate_nesting if k > 1 else -(self.elbo.max_plate_nesting + 1)
+        model_sites, guide_sites = _scored_sites(model_tr, guide_tr)
+        shape = (k, batch)
+        total = sum(_per_point_log_prob(s, dim, shape).detach() for s in model_sites)
+        total = total - sum(_per_point_log_prob(s, dim, shape).detach() for s in guide_sites)
+        return total.mean().item()
+
+    def evaluate(self, x: torch.Tensor) -> float:
+        return evaluate_elbo(self.model, self.guide, x)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def vimco_surrogate(log_w: torch.Tensor, log_q_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-point VIMCO surrogate and bound, each ``(batch,)``, from ``(K, batch)`` inputs.
+
+    ``log_w`` keeps its graph (pathwise gradients, and the gradient of the weights in θ
+    and φ at fixed discrete samples); ``log_q_score`` is the log-density of the guide's
+    non-reparameterized sites, differentiable in φ. The surrogate's gradient is VIMCO's
+    estimate of ∇ E[log (1/K) Σ w_k]; its value is the bound plus a zero-mean term.
+    """
+    k = log_w.shape[0]
+    bound = torch.logsumexp(log_w, 0) - math.log(k)
+    lw = log_w.detach()
+    loo_mean = (lw.sum(0, keepdim=True) - lw) / (k - 1)  # (K, batch): mean of the others
+    # (K, K, batch): row i is lw with entry i replaced by the leave-one-out mean.
+    eye = torch.eye(k, dtype=torch.bool).unsqueeze(-1)
+    replaced = torch.where(eye, loo_mean.unsqueeze(1), lw.unsqueeze(0))
+    bound_minus = torch.logsumexp(replaced, 1) - math.log(k)  # (K, batch)
+    signal = bound.detach().unsqueeze(0) - bound_minus
+    surrogate = bound + (signal * log_q_score).sum(0)
+    return surrogate, bound
+
+
+class VIMCO:
+    """The K-sample bound with VIMCO's gradient for discrete (non-reparameterized)
+    guide sites and the pathwise gradient for the others; see the module docstring."""
+
+    def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3):
+        refuse_enumerated(module, "vimco")
+        _check_particles(num_particles, "vimco")
+        self.module, self.model, self.guide = module, module.model, module.guide
+        self.num_particles = num_particles
+        self.optimizer = make_optimizer(optimizer, module.parameters(), lr)
+        self._nesting: Optional[int] = None
+
+    def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
+        if self._nesting is None:
+            with preserved_rng():
+                self._nesting = max_plate_nesting(self.model, self.guide, x[:2])
+        tr = particle_traces(self.model, self.guide, x, index, num_data, self.num_particles, self._nesting)
+        surrogate, bound = vimco_surrogate(tr.log_w, tr.log_q_score)
+        loss = -subsample_scale(x, num_data) * surrogate.sum()
+        zero_grad(self.module.parameters())
+        loss.backward()
+        self.optimizer.step()
+        return {"iwae": bound.detach().mean().item(), "elbo": tr.log_w.detach().mean().item()}
+
+    def evaluate(self, x: torch.Tensor) -> float:
+        return evaluate_elbo(self.model, self.guide, x)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,257 @@
+r"""Monte Carlo EM, as in Kingma & Welling (2014), "Auto-Encoding Variational Bayes",
+section 5 and figure 3.
+
+For each minibatch:
+
+* **E-step**: draw ``z_i ~ p_θ(z|x_i)`` for every point of the batch with HMC
+  (:mod:`pyro_vae.inference.hmc`): ``hmc_steps`` transitions of ``hmc_leapfrog_steps``
+  (10) leapfrog steps, the step size adapted toward ``target_accept`` (90%). The
+  chains are *persistent*: each training point keeps its chain state between visits
+  (the first visit starts from a prior draw), so the E-step continues a chain rather
+  than restarting one, and ``num_chains`` chains may run per point.
+* **M-step**: ``m_steps`` (5) gradient steps on θ alone, ascending
+  ``(N/B) Σ_i log p_θ(x_i, z_i)`` at the E-step's samples.
+
+The guide plays no part in either step. Its only use is the ELBO that the training
+loop logs and :meth:`MCEM.evaluate` returns, so that curves compare across algorithms:
+with ``fit_guide = True`` (the default) one ELBO gradient step on φ alone follows each
+M-step, keeping q_φ fitted to the current θ; with ``fit_guide = False`` the guide is
+never trained and the reported ELBO is that of an untrained guide (the key
+``"log_joint"``, the mean log p(x, z) at the samples, is MCEM's own objective).
+
+The latest E-step's chains are kept: :meth:`MCEM.e_step_inference_data` returns them
+as ArviZ ``InferenceData`` (posterior ``z`` of dims ``(chain, draw, point, z_dim_0)``
+and ``accept_prob``/``diverging``/``lp``/``step_size`` statistics), and
+:meth:`MCEM.sample_posterior` runs longer multi-chain HMC at the current θ, with
+warm-up, for R-hat and ESS (:func:`~pyro_vae.inference.hmc.summarize_chains`).
+
+MCEM needs continuous per-point latents: a model with discrete or enumerated latents is
+refused with a :class:`~pyro_vae.config.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pyro.infer
+import torch
+from torch import nn
+
+from pyro_vae.config import ConfigError
+from pyro_vae.inference import hmc
+from pyro_vae.inference.svi import make_optimizer
+from pyro_vae.inference.traces import (
+    evaluate_elbo,
+    preserved_rng,
+    refuse_enumerated,
+    split_parameters,
+    subsample_scale,
+    zero_grad,
+)
+
+
+class MCEM:
+    """Monte Carlo EM on ``module.model`` (HMC E-step, gradient M-step on θ).
+
+    Args:
+        module: the model module; only its model's parameters θ are trained by EM.
+        optimizer, lr: the M-step's optimizer (and the guide's, when ``fit_guide``).
+        hmc_steps: HMC transitions per E-step.
+        leapfrog_steps: leapfrog steps per transition.
+        step_size: the initial HMC step size (then adapted).
+        target_accept: the acceptance rate the step size is tuned to.
+        num_chains: chains per data point.
+        m_steps: gradient steps on θ per E-step.
+        fit_guide: also fit the guide (for the reported ELBO only).
+        backend: ``"batched"`` (per-point accept/reject) or ``"pyro"``
+            (:class:`pyro.infer.mcmc.HMC` over the batch's joint potential).
+    """
+
+    def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01, hmc_steps: int = 1,
+                 leapfrog_steps: int = 10, step_size: float = 0.1, target_accept: float = 0.9,
+                 num_chains: int = 1, m_steps: int = 5, fit_guide: bool = True, backend: str = "batched"):
+        refuse_enumerated(module, "mcem")
+        for name, v in (("hmc_steps", hmc_steps), ("num_chains", num_chains), ("m_steps", m_steps)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"[inference] {name} must be a positive integer, got {v!r}")
+        self.module, self.model, self.guide = module, module.model, module.guide
+        self.optimizer_name, self.lr = optimizer, lr
+        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # check early
+        self.hmc_steps, self.num_chains, self.m_steps = hmc_steps, num_chains, m_steps
+        self.leapfrog_steps, self.target_accept, self.backend = leapfrog_steps, target_accept, backend
+        self.fit_guide = fit_guide
+        self.sampler = hmc.make_sampler(backend, num_steps=leapfrog_steps, step_size=step_size,
+                                        target_accept=target_accept)
+        if backend == "pyro" and num_chains != 1:
+            raise ConfigError("[inference] hmc_backend = \"pyro\" runs one joint chain per batch: use num_chains = 1")
+        self._probe_latents()
+        self.space: Optional[hmc.LatentSpace] = None
+        self.chains: Optional[torch.Tensor] = None  # (C, N, dim) unconstrained
+        self.visited: Optional[torch.Tensor] = None  # (N,) bool
+        self._last: Optional[dict] = None
+        self._pending: Optional[dict] = None
+
+    def _probe_latents(self) -> None:
+        """Refuse discrete latents at construction when the module says its data size
+        (``x_dim``); otherwise the first step checks."""
+        x_dim = getattr(self.module, "x_dim", None)
+        if isinstance(x_dim, int):
+            with preserved_rng():
+                hmc.LatentSpace(self.model, torch.zeros(2, x_dim), what="MCEM")
+
+    # ------------------------------------------------------------------------ setup
+
+    def _setup(self, x: torch.Tensor, num_data: int) -> None:
+        if self.space is None:
+            with preserved_rng():
+                self.space = hmc.LatentSpace(self.model, x[:2], what="MCEM")
+                split = split_parameters(self.module, x[:2])
+            if not split.model:
+                raise ConfigError("MCEM's M-step trains the model's parameters, and the model has none")
+            self.theta, self.phi = split.model, split.guide
+            self.m_optimizer = make_optimizer(self.optimizer_name, self.theta, self.lr)
+            self.guide_optimizer = (make_optimizer(self.optimizer_name, self.phi, self.lr)
+                                    if self.fit_guide and self.phi else None)
+            self._elbo = pyro.infer.TraceMeanField_ELBO()
+        if self.chains is None:
+            self.chains = torch.zeros(self.num_chains, num_data, self.space.dim)
+            self.visited = torch.zeros(num_data, dtype=torch.bool)
+        elif self.chains.shape[1] != num_data:
+            raise ValueError(f"MCEM keeps one chain per training point of a data set of "
+                             f"{self.chains.shape[1]} points; got a batch of a set of {num_data}")
+        if self._pending is not None:
+            self._load(self._pending)
+            self._pending = None
+
+    # ------------------------------------------------------------------------ steps
+
+    def e_step(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
+               num_data: Optional[int] = None) -> torch.Tensor:
+        """Advance the chains of the batch's points; returns the samples ``(C·B, dim)``
+        (unconstrained, chain-major rows) and records the draws."""
+        index, num_data = _full(x, index, num_data)
+        self._setup(x, num_data)
+        C, B = self.num_chains, len(x)
+        x_rep = x.repeat(C, 1)
+        fn = self.space.log_prob_fn(x_rep)
+        z = self.chains[:, index].clone()  # (C, B, dim)
+        new = ~self.visited[index]
+        if new.any():
+            z[:, new] = self.space.prior_draw(x[new].repeat(C, 1)).reshape(C, int(new.sum()), -1)
+        z = z.reshape(C * B, -1)
+        lp, grad = hmc.log_prob_and_grad(fn, z)
+        us, lps, accs, divs = [], [], [], []
+        for _ in range(self.hmc_steps):
+            tr = self.sampler.transition(fn, z, lp, grad, adapt="track")
+            z, lp, grad = tr.z, tr.log_prob, tr.grad
+            us.append(z)
+            lps.append(lp)
+            accs.append(tr.accept_prob)
+            divs.append(tr.diverging)
+        self.chains[:, index] = z.reshape(C, B, -1)
+        self.visited[index] = True
+
+        def stack(ts, *tail):
+            return torch.stack(ts).reshape(len(ts), C, B, *tail).transpose(0, 1)
+
+        self._last = {"u": stack(us, self.space.dim), "lp": stack(lps), "accept_prob": stack(accs),
+                      "diverging": stack(divs), "step_size": self.sampler.step_size.clone(), "index": index}
+        return z
+
+    def m_step(self, x: torch.Tensor, z: torch.Tensor, index: Optional[torch.Tensor] = None,
+               num_data: Optional[int] = None) -> float:
+        """``m_steps`` gradient steps on θ at the samples ``z (C·B, dim)``; returns the mean
+        log p(x, z) before the first step."""
+        index, num_data = _full(x, index, num_data)
+        x_rep = x.repeat(self.num_chains, 1)
+        scale = subsample_scale(x, num_data) / self.num_chains
+        z = z.detach()
+        first = None
+        for _ in range(self.m_steps):
+            log_joint = self.space.log_joint(x_rep, z)
+            if first is None:
+                first = log_joint.detach().mean().item()
+            zero_grad(self.module.parameters())
+            (-scale * log_joint.sum()).backward()
+            self.m_optimizer.step()
+        return first
+
+    def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
+        index, num_data = _full(x, index, num_data)
+        z = self.e_step(x, index, num_data)
+        log_joint = self.m_step(x, z, index, num_data)
+        out = {"log_joint": log_joint, "accept_prob": self._last["accept_prob"].mean().item(),
+               "step_size": self.sampler.step_size.mean().item()}
+        if self.guide_optimizer is not None:
+            loss = self._elbo.differentiable_loss(self.model, self.guide, x, index, num_data)
+            zero_grad(self.module.parameters())
+            loss.backward()
+            self.guide_optimizer.step()
+            out["elbo"] = -loss.item() / num_data
+        else:
+            with torch.no_grad():
+                out["elbo"] = -self._elbo.loss(self.model, self.guide, x, index, num_data) / num_data
+        return out
+
+    def evaluate(self, x: torch.Tensor) -> float:
+        """The ELBO per point with the guide (see the module docstring)."""
+        return evaluate_elbo(self.model, self.guide, x)
+
+    # ------------------------------------------------------------------------ chains
+
+    def e_step_inference_data(self):
+        """The latest E-step's draws as ArviZ ``InferenceData`` (None before any step):
+        chains ``num_chains``, draws ``hmc_steps``, points the batch's (coordinate
+        ``point`` = their positions in the training set)."""
+        if self._last is None:
+            return None
+        last = self._last
+        idata = hmc.to_inference_data(self.space, last["u"], {
+            "lp": last["lp"], "accept_prob": last["accept_prob"], "diverging": last["diverging"],
+            "step_size": last["step_size"].mean().expand(last["u"].shape[:3]),  # one, shared
+        })
+        return idata.assign_coords(point=last["index"].numpy())
+
+    def sample_posterior(self, x: torch.Tensor, num_draws: int = 200, num_warmup: int = 100,
+                         num_chains: int = 4, **kwargs) -> hmc.PosteriorSamples:
+        """Multi-chain HMC of p_θ(z|x) at the current θ with the E-step's settings (the
+        step size adapted during ``num_warmup``, chains from prior draws)."""
+        kwargs.setdefault("num_steps", self.leapfrog_steps)
+        kwargs.setdefault("target_accept", self.target_accept)
+        kwargs.setdefault("step_size", float(self.sampler.step_size.mean()))
+        kwargs.setdefault("backend", "batched")
+        return hmc.sample_posterior(self.model, x, num_draws=num_draws, num_warmup=num_warmup,
+                                    num_chains=num_chains, **kwargs)
+
+    # ------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        if self.space is None:
+            return dict(self._pending or {})
+        state = {"m_optimizer": self.m_optimizer.state_dict(), "sampler": self.sampler.state_dict(),
+                 "chains": self.chains.clone(), "visited": self.visited.clone()}
+        if self.guide_optimizer is not None:
+            state["guide_optimizer"] = self.guide_optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.space is None:
+            self._pending = state
+            self.sampler.load_state_dict(state["sampler"])
+        else:
+            self._load(state)
+
+    def _load(self, state: dict) -> None:
+        self.m_optimizer.load_state_dict(state["m_optimizer"])
+        if self.guide_optimizer is not None and "guide_optimizer" in state:
+            self.guide_optimizer.load_state_dict(state["guide_optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.chains, self.visited = state["chains"].clone(), state["visited"].clone()
+
+
+def _full(x: torch.Tensor, index: Optional[torch.Tensor], num_data: Optional[int]):
+    if index is None:
+        if num_data not in (None, len(x)):
+            raise ValueError("MCEM keeps a chain per training point: pass the minibatch's index")
+        return torch.arange(len(x)), len(x)
+    return index, num_data if num_data is not None else len(x)

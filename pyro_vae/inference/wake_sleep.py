@@ -1,0 +1,256 @@
+r"""Wake-sleep and reweighted wake-sleep: two objectives, one for the model, one for the guide.
+
+**Wake-sleep** (Hinton, Dayan, Frey & Neal 1995, "The wake-sleep algorithm for
+unsupervised neural networks"; the baseline of Kingma & Welling 2014, figure 2) alternates
+
+* the *wake* phase: draw one ``z ~ q_φ(z|x)`` per data point (no gradient through it)
+  and take a gradient step on θ only, maximizing ``log p_θ(x, z)``;
+* the *sleep* phase: dream ``z ~ p(z)``, ``x ~ p_θ(x|z)`` and take a gradient step on φ
+  only, maximizing ``log q_φ(z|x)``.
+
+θ and φ are found generically (:func:`~pyro_vae.inference.traces.split_parameters`):
+the parameters registered while running ``module.model`` and ``module.guide``. Each
+phase has its own optimizer over its own parameters, so neither touches the other's.
+
+**Reweighted wake-sleep** (Bornschein & Bengio 2015; Le et al. 2019) uses ``K > 1``
+guide particles per point: wake-θ ascends the IWAE bound ``log (1/K) Σ_k w_k`` with the
+weights' dependence on φ cut, wake-φ ascends ``Σ_k w̃_k log q_φ(z_k|x)`` with the
+self-normalized weights ``w̃_k``, and sleep-φ is the sleep phase above; ``insomnia``
+mixes wake-φ (1) and sleep-φ (0). This is :class:`pyro.infer.ReweightedWakeSleep`,
+whose docs warn that minibatches are not supported. The reason is in its ``_loss``: it
+sums each site's *scaled* log-density over the whole batch before the log-sum-exp over
+particles, so the bound is that of the batch as one observation (its importance
+weights degenerate as the batch grows) and the subsample factor ``N/B`` lands inside
+the log-sum-exp. :class:`MinibatchRWS` keeps Pyro's class and overrides ``_loss``:
+unscaled per-point weights, a log-sum-exp per data point, and ``N/B`` applied to the
+per-point sums afterwards. For one data point without subsampling it is Pyro's loss
+exactly (a test checks this); the sleep-φ term dreams ``(z, x)`` through the package's
+generative call ``model(None, None, n)`` instead of Pyro's ``observations=`` guide
+keyword, which the package's guides do not take.
+
+Both report ``"elbo"``, the single-sample (wake-sleep) or K-sample average (RWS) of
+``log p(x, z) − log q(z|x)`` at the wake particles: an honest ELBO estimate that costs
+nothing extra.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import pyro.infer
+import torch
+from torch import nn
+
+from pyro_vae.config import ConfigError
+from pyro_vae.evaluation.marginal_likelihood import _per_point_log_prob, _scored_sites
+from pyro_vae.inference.svi import make_optimizer
+from pyro_vae.inference.traces import (
+    evaluate_elbo,
+    max_plate_nesting,
+    observed_site,
+    particle_traces,
+    preserved_rng,
+    refuse_enumerated,
+    sleep_log_q,
+    split_parameters,
+    subsample_scale,
+    zero_grad,
+)
+
+
+class _LazySetup:
+    """Parameter split and optimizers built at the first batch (the split traces the
+    model and guide, which needs data); state loaded before that waits for it."""
+
+    def __init__(self, module: nn.Module, optimizer: str, lr: float):
+        self.module = module
+        self.model, self.guide = module.model, module.guide
+        self.optimizer_name, self.lr = optimizer, lr
+        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # check names early
+        self.split = None
+        self._pending: Optional[dict] = None
+
+    def _setup(self, x: torch.Tensor) -> None:
+        if self.split is None:
+            with preserved_rng():
+                self.split = split_parameters(self.module, x[:2])
+                self._build(x)
+            if self._pending is not None:
+                self._load(self._pending)
+                self._pending = None
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.split is None:
+            self._pending = state
+        else:
+            self._load(state)
+
+    def evaluate(self, x: torch.Tensor) -> float:
+        return evaluate_elbo(self.model, self.guide, x)
+
+
+class WakeSleep(_LazySetup):
+    """Classic single-sample wake-sleep on ``module.model`` / ``module.guide``.
+
+    Args:
+        module: the model module (its ``model``, ``guide`` and parameters).
+        optimizer, lr: one optimizer of this kind per phase.
+        sleep_batch_size: dreams per sleep phase (None: as many as the minibatch).
+
+    ``step`` is :meth:`wake` then :meth:`sleep`; both are public so that each phase can
+    be run (and checked) on its own.
+    """
+
+    def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01,
+                 sleep_batch_size: Optional[int] = None):
+        refuse_enumerated(module, "wake_sleep")
+        if sleep_batch_size is not None and sleep_batch_size < 1:
+            raise ConfigError(f"[inference] sleep_batch_size must be >= 1, got {sleep_batch_size}")
+        super().__init__(module, optimizer, lr)
+        self.sleep_batch_size = sleep_batch_size
+
+    def _build(self, x: torch.Tensor) -> None:
+        s = self.split
+        if s.shared:
+            raise ConfigError(
+                f"wake-sleep updates the model's parameters in the wake phase and the guide's in the "
+                f"sleep phase, but {s.shared_names} are used by both; give the guide its own copy"
+            )
+        if not s.model or not s.guide:
+            raise ConfigError(
+                f"wake-sleep needs parameters in both the model ({len(s.model)} found) and the guide "
+                f"({len(s.guide)} found)"
+            )
+        self.wake_optimizer = make_optimizer(self.optimizer_name, s.model, self.lr)
+        self.sleep_optimizer = make_optimizer(self.optimizer_name, s.guide, self.lr)
+        self._obs = observed_site(self.model, x)
+        self._nesting = max_plate_nesting(self.model, self.guide, x[:2])
+
+    def wake(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
+             num_data: Optional[int] = None) -> dict[str, float]:
+        """One step on θ: ascend ``log p_θ(x, z)`` at ``z ~ q_φ(z|x)`` (z held fixed)."""
+        self._setup(x)
+        tr = particle_traces(self.model, self.guide, x, index, num_data, 1, self._nesting, grad_guide=False)
+        loss = -subsample_scale(x, num_data) * tr.log_p.sum()
+        zero_grad(self.module.parameters())
+        loss.backward()
+        self.wake_optimizer.step()
+        return {"elbo": tr.log_w.detach().mean().item(), "log_joint": tr.log_p.detach().mean().item()}
+
+    def sleep(self, num_dreams: int, num_data: Optional[int] = None) -> dict[str, float]:
+        """One step on φ: ascend ``log q_φ(z|x)`` at ``(z, x) ~ p_θ``; ``num_data`` scales
+        the loss like a minibatch of that data set (the wake phase's scale)."""
+        if self.split is None:
+            raise RuntimeError("run a wake phase (or step) first: the parameter split needs data")
+        log_q = sleep_log_q(self.model, self.guide, self._obs, num_dreams)
+        loss = -((num_data or num_dreams) / num_dreams) * log_q.sum()
+        zero_grad(self.module.parameters())
+        loss.backward()
+        self.sleep_optimizer.step()
+        return {"sleep_log_q": log_q.detach().mean().item()}
+
+    def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
+        out = self.wake(x, index, num_data)
+        out.update(self.sleep(self.sleep_batch_size or len(x), num_data))
+        return out
+
+    def state_dict(self) -> dict:
+        if self.split is None:
+            return dict(self._pending or {})
+        return {"wake_optimizer": self.wake_optimizer.state_dict(),
+                "sleep_optimizer": self.sleep_optimizer.state_dict()}
+
+    def _load(self, state: dict) -> None:
+        self.wake_optimizer.load_state_dict(state["wake_optimizer"])
+        self.sleep_optimizer.load_state_dict(state["sleep_optimizer"])
+
+
+class MinibatchRWS(pyro.infer.ReweightedWakeSleep):
+    """:class:`pyro.infer.ReweightedWakeSleep` made correct for batches and minibatches.
+
+    Call it like Pyro's, with the package's ``(x, index, num_data)`` arguments:
+    ``loss_and_grads(model, guide, x, index, num_data)`` returns ``(wake_theta_loss,
+    phi_loss)`` and back-propagates their sum. See the module docstring for what
+    changes; ``last`` holds the figures of the latest call (per data point).
+
+    Args:
+        num_particles: K >= 2 guide particles per data point.
+        insomnia: weight of wake-φ against sleep-φ (1: wake-φ only, Pyro's default).
+        num_sleep_particles: dreams per data point of the batch for sleep-φ (default K).
+    """
+
+    def __init__(self, num_particles: int = 5, insomnia: float = 1.0,
+                 num_sleep_particles: Optional[int] = None):
+        if num_particles < 2:
+            raise ConfigError(f"reweighted wake-sleep needs [inference] num_particles >= 2, got {num_particles}")
+        if not 0.0 <= insomnia <= 1.0:
+            raise ConfigError(f"[inference] insomnia must be in [0, 1], got {insomnia}")
+        super().__init__(num_particles=num_particles, insomnia=insomnia,
+                         num_sleep_particles=num_sleep_particles, vectorize_particles=True)
+        self.last: dict[str, float] = {}
+        self._obs: Optional[str] = None
+
+    def _loss(self, model, guide, args, kwargs):
+        x, index, num_data = (list(args) + [None, None])[:3]
+        index, num_data = kwargs.get("index", index), kwargs.get("num_data", num_data)
+        K, batch = self.num_particles, len(x)
+        scale = subsample_scale(x, num_data)
+        model_tr, guide_tr = next(self._get_traces(model, guide, args, kwargs))
+        particle_dim = -self.max_plate_nesting
+        model_sites, guide_sites = _scored_sites(model_tr, guide_tr)
+        shape = (K, batch)
+        log_p = sum(_per_point_log_prob(s, particle_dim, shape) for s in model_sites)
+        log_q = sum(_per_point_log_prob(s, particle_dim, shape) for s in guide_sites)
+        log_w = log_p - log_q.detach()  # (K, batch); z is detached (Pyro's detach=True)
+        log_mean_w = torch.logsumexp(log_w, 0) - math.log(K)
+        wake_theta_loss = -scale * log_mean_w.sum()
+        self.last = {"elbo": log_w.detach().mean().item(), "iwae": log_mean_w.detach().mean().item()}
+
+        phi_loss = 0.0
+        if self.insomnia > 0:
+            weights = torch.softmax(log_w.detach(), 0)
+            wake_phi_loss = -scale * (weights * log_q).sum()
+            phi_loss = self.insomnia * wake_phi_loss
+        if self.insomnia < 1:
+            if self._obs is None:
+                self._obs = observed_site(model, x)
+            n = self.num_sleep_particles * batch
+            sleep_lq = sleep_log_q(model, guide, self._obs, n)
+            sleep_phi_loss = -((num_data or batch) / n) * sleep_lq.sum()
+            self.last["sleep_log_q"] = sleep_lq.detach().mean().item()
+            phi_loss = phi_loss + (1.0 - self.insomnia) * sleep_phi_loss
+        return wake_theta_loss, phi_loss
+
+
+class RWS(_LazySetup):
+    """RWS as a package inference: :class:`MinibatchRWS` and one optimizer over θ and φ
+    (wake-θ's gradient reaches only θ, the φ losses' only φ)."""
+
+    def __init__(self, module: nn.Module, num_particles: int = 5, insomnia: float = 1.0,
+                 optimizer: str = "adam", lr: float = 1e-3):
+        refuse_enumerated(module, "rws")
+        super().__init__(module, optimizer, lr)
+        self.rws = MinibatchRWS(num_particles, insomnia)
+
+    def _build(self, x: torch.Tensor) -> None:
+        params = self.split.model + self.split.guide
+        self.optimizer = make_optimizer(self.optimizer_name, params, self.lr)
+        self.rws.max_plate_nesting = max_plate_nesting(self.model, self.guide, x[:2]) + 1  # + particles
+        if self.rws.insomnia < 1:
+            self.rws._obs = observed_site(self.model, x)
+
+    def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
+        self._setup(x)
+        zero_grad(self.module.parameters())
+        self.rws.loss_and_grads(self.model, self.guide, x, index, num_data)
+        self.optimizer.step()
+        return dict(self.rws.last)
+
+    def state_dict(self) -> dict:
+        if self.split is None:
+            return dict(self._pending or {})
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def _load(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,350 @@
+"""Data-parallel training: shards, the gradient algebra, launch, failures, resume.
+
+The multi-process tests start 2 processes on 127.0.0.1 with the gloo backend (one
+thread each) and bound every wait by a timeout, so a bug shows as a failure, not a hang.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_vae import checkpoint, distributed
+from pyro_vae.config import Config
+from pyro_vae.data import load_dataset
+from pyro_vae.train import read_log, train
+
+FAST = ["model.hidden=[32]", "eval.num_samples=0", "eval.plots=false"]
+WAIT = 120  # seconds: the most any process of these tests may take
+
+
+def config(*overrides):
+    return Config().with_overrides(FAST + list(overrides))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(rank: int, world: int, port: int, **extra) -> dict:
+    """What torchrun gives a worker, on the loopback interface."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+            "LOCAL_WORLD_SIZE": str(world), **extra}
+
+
+def wait_all(procs, timeout=WAIT):
+    """Every process's (returncode, stderr); kills them all if one outlives ``timeout``."""
+    deadline, out = time.time() + timeout, []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=max(deadline - time.time(), 1))
+            out.append((p.returncode, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+# ----------------------------------------------------------------- one process
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("batch,drop_last", [(25, True), (25, False), (100, False)])
+def test_shards_partition_each_global_batch_with_the_same_draws(world, batch, drop_last):
+    data = load_dataset("digits", binarize="dynamic")
+    n = len(data.train)
+    kw = dict(shuffle=True, seed=4, epoch=3, drop_last=drop_last, dynamic_binarize=True)
+    whole = list(data.loader("train", batch, **kw))
+    shards = [list(data.loader("train", batch, rank=r, world_size=world, **kw)) for r in range(world)]
+    short = not drop_last and 0 < n % batch < world  # a last batch too small to share is dropped
+    assert all(len(s) == len(whole) - short for s in shards)
+    for k in range(len(whole) - short):
+        x, index = whole[k]
+        parts = [s[k] for s in shards]
+        assert max(len(p[1]) for p in parts) - min(len(p[1]) for p in parts) <= 1
+        assert torch.equal(torch.cat([p[1] for p in parts]), index)
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)  # binarization draws included
+
+
+def test_a_last_batch_smaller_than_the_world_is_dropped():
+    data = load_dataset("digits")
+    n = len(data.train)
+    batch = n - 1  # the last batch has 1 row
+    assert len(data.loader("train", batch)) == 2
+    assert len(data.loader("train", batch, rank=1, world_size=2)) == 1
+
+
+def test_every_helper_is_the_identity_without_a_process_group(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not distributed.init() and not distributed.is_active()
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
+    t = torch.arange(6.0).view(3, 2)
+    assert distributed.all_gather_rows(t) is t
+    assert distributed.shard_range(7) == (0, 7) and distributed.shard_sizes(7) == [7]
+    assert distributed.sum_and_share([1.5, 2.0]) == [1.5, 2.0]
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+    assert distributed.backend() in ("gloo", "cpu:gloo,cuda:nccl")
+
+
+def test_the_gradient_hook_is_inert_without_a_process_group_or_outside_a_step():
+    lin = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    sync = distributed.GradientSync()
+    try:
+        for armed in (False, True):
+            opt.zero_grad()
+            lin(torch.ones(1, 2)).sum().backward()
+            before = lin.weight.grad.clone()
+            with sync.step(0.25) if armed else open(os.devnull):
+                assert distributed.grad_weight() == (0.25 if armed else 1.0)
+                opt.step()
+            assert torch.equal(lin.weight.grad, before) and sync.syncs == 0 and distributed.grad_weight() == 1.0
+    finally:
+        sync.remove()
+    assert distributed.global_mean(torch.tensor([0.5, 2.0]), 7).tolist() == [0.5, 2.0]
+
+
+# ----------------------------------------------------------------- several processes
+
+WORKER = textwrap.dedent("""
+    import json, sys, torch
+    # No reparameterization noise (z = loc): the objective is then a deterministic
+    # function of the batches, so 2 processes must reproduce 1 process's parameters.
+    torch.distributions.Normal.rsample = lambda self, shape=torch.Size(): self.loc.expand(self._extended_shape(shape))
+    from pyro_vae import distributed
+    from pyro_vae.config import Config
+    from pyro_vae.train import train
+
+    run_dir, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    exp, state = train(Config().with_overrides(overrides), run_dir, progress=False)
+    r = distributed.rank()
+    mine = torch.full((2 + r, 3), float(r))  # uneven rows: 2 on rank 0, 3 on rank 1
+    torch.save({"module": exp.module.state_dict(), "history": state.history,
+                "gathered": distributed.all_gather_rows(mine),
+                "gathered_sized": distributed.all_gather_rows(mine, sizes=[2, 3]),
+                "mean": distributed.global_mean(torch.tensor([float(r), 1.0]), 2 + r),
+                "world": distributed.world_size()}, out)
+    distributed.shutdown(barrier=True)
+""")
+
+
+def no_noise(monkeypatch):
+    monkeypatch.setattr(torch.distributions.Normal, "rsample",
+                        lambda self, shape=torch.Size(): self.loc.expand(self._extended_shape(shape)))
+
+
+def test_two_processes_take_the_single_process_steps(tmp_path, monkeypatch):
+    """Same global batches (99 rows: shards of 49 and 50), same number of Adam steps:
+    the parameters, the logged ELBOs and the validation figures equal one process's."""
+    overrides = FAST + ["budget.epochs=2", "data.batch_size=99", "inference.elbo=trace"]
+    script, port = tmp_path / "worker.py", free_port()
+    script.write_text(WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "dist"), str(tmp_path / f"rank{r}.pt"),
+                               json.dumps(overrides)], env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    no_noise(monkeypatch)
+    single_exp, single = train(Config().with_overrides(overrides), tmp_path / "single", progress=False)
+    for code, err in wait_all(procs):
+        assert code == 0, err
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["world"] == 2
+    expected_rows = torch.cat([torch.zeros(2, 3), torch.ones(3, 3)])
+    for r in ranks:
+        assert torch.equal(r["gathered"], expected_rows) and torch.equal(r["gathered_sized"], expected_rows)
+        assert r["mean"].tolist() == pytest.approx([3 / 5, 1.0])  # (0 * 2 + 1 * 3) / 5
+    # The replicas never drift apart: bit-identical on both ranks.
+    for name, t in ranks[0]["module"].items():
+        assert torch.equal(t, ranks[1]["module"][name]), name
+    # ... and equal to the single-process run up to float summation order.
+    a, b = checkpoint.load(tmp_path / "dist" / "checkpoint.pt"), checkpoint.load(tmp_path / "single" / "checkpoint.pt")
+    assert a["state"]["step"] == b["state"]["step"] == 2 * (len(single_exp.data.train) // 99)
+    for name, t in b["module"].items():
+        torch.testing.assert_close(a["module"][name], t, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    for key in ("train_elbo", "valid_elbo"):
+        assert [row[key] for row in a["state"]["history"]] == pytest.approx(
+            [row[key] for row in single.history], rel=1e-5)
+    # Only rank 0 wrote the run directory.
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["checkpoint.pt", "config.toml", "log.csv"]
+
+
+ALGORITHMS_WORKER = textwrap.dedent("""
+    import json, sys, torch
+    from pyro_vae import distributed
+    from pyro_vae.config import Config
+    from pyro_vae.inference.svi import SVI
+    from pyro_vae.train import TrainingDiverged, train
+
+    out, runs, nan_at = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    real_step, steps = SVI.step, []
+
+    def nan_step(self, x, index, num_data):  # rank 1 alone feeds a NaN batch at step nan_at
+        steps.append(1)
+        if len(steps) == nan_at and distributed.rank() == 1:
+            x = x * float("nan")
+        return real_step(self, x, index, num_data)
+
+    result = {}
+    for name, overrides in runs.items():
+        SVI.step = nan_step if name == "svi_nan" else real_step
+        try:
+            exp, state = train(Config().with_overrides(overrides), f"{out}/{name}", progress=False)
+        except TrainingDiverged as e:
+            result[name] = str(e)
+            continue
+        result[name] = {"module": exp.module.state_dict(), "inference": exp.inference.state_dict(),
+                        "history": state.history}
+    torch.save(result, f"{out}/rank{distributed.rank()}.pt")
+    distributed.shutdown(barrier=True)
+""")
+
+ALGORITHMS = {  # every gradient-based algorithm but svi (above), on 1 epoch of 12 steps
+    "wake_sleep": [],  # two optimizers, built at the first batch, two steps a batch
+    "rws": ["inference.num_particles=2"],
+    "iwae": ["inference.num_particles=2"],
+    "vimco": ["inference.num_particles=2"],
+    "mcem": ["inference.m_steps=2"],  # m_steps optimizer steps a batch
+}
+
+
+def tensors_equal(a, b, where=""):
+    """``a == b`` bit for bit, through nested dicts/lists; the first difference's path."""
+    if isinstance(a, torch.Tensor):
+        return "" if isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b) else where
+    if isinstance(a, dict):
+        if set(a) != set(b):
+            return where
+        return next((d for k in a if (d := tensors_equal(a[k], b[k], f"{where}.{k}"))), "")
+    if isinstance(a, (list, tuple)):
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := tensors_equal(x, y, f"{where}[{i}]"))),
+                    "" if len(a) == len(b) else where)
+    return "" if a == b or (a != a and b != b) else where
+
+
+def test_every_gradient_based_algorithm_trains_data_parallel(tmp_path):
+    """Wake-sleep, RWS, IWAE, VIMCO and MCEM under 2 processes: the replicas stay bit-identical
+    (the gradients of every optimizer step were synchronized) and they learn. Then a NaN
+    batch on rank 1 alone: the summed gradient is NaN on both ranks, so both raise
+    TrainingDiverged at that step, before the update; neither waits for a timeout."""
+    from pyro_vae.inference import INFERENCE
+
+    assert set(ALGORITHMS) | {"svi"} == set(INFERENCE), "a new algorithm: add it here"
+    script, port = tmp_path / "worker.py", free_port()
+    script.write_text(ALGORITHMS_WORKER)
+    runs = {name: FAST + [f"inference.name={name}", "budget.epochs=1", *extra] for name, extra in ALGORITHMS.items()}
+    runs["svi_nan"] = FAST + ["budget.epochs=3"]  # 12 steps an epoch: a NaN at step 15
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), json.dumps(runs), "15"],
+                              env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for code, err in wait_all(procs):
+        assert code == 0, err
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    local_state = set()
+    for name in ALGORITHMS:
+        assert tensors_equal(ranks[0][name]["module"], ranks[1][name]["module"]) == "", name
+        assert tensors_equal(ranks[0][name]["history"], ranks[1][name]["history"]) == "", name
+        row = ranks[0][name]["history"][-1]
+        assert all(torch.isfinite(t).all() for t in ranks[0][name]["module"].values()), name
+        assert row["valid_elbo"] is not None and row["valid_elbo"] == row["valid_elbo"], name
+        if tensors_equal(ranks[0][name]["inference"], ranks[1][name]["inference"]):
+            local_state.add(name)
+    # The checkpoint holds rank 0's inference state: it must be the same on every rank.
+    # MCEM's per-point chains and its step-size adaptation are still rank-local (to do in
+    # mcem.py: distributed.all_gather_rows of the batch's chains, global_mean of the
+    # acceptance rate); no other algorithm may join it.
+    assert local_state <= {"mcem"}, f"rank-local inference state in {sorted(local_state)}"
+    for r in ranks:
+        assert r["svi_nan"].startswith("training diverged: the gradient is NaN/inf at step 15"), r["svi_nan"]
+        assert "(epoch 1) is kept" in r["svi_nan"]
+    ckpt = checkpoint.load(tmp_path / "svi_nan" / "checkpoint.pt")
+    assert ckpt["state"]["epoch"] == 1 and all(torch.isfinite(t).all() for t in ckpt["module"].values())
+
+
+def launch_cli(run_dir, port, world, *extra, timeout="60"):
+    """Every rank of ``pyro-vae train`` started as torchrun would start it."""
+    args = [sys.executable, "-m", "pyro_vae", "train", "--run-dir", str(run_dir), "--no-progress",
+            "--dist-timeout", timeout, *[a for o in FAST for a in ("--set", o)], *extra]
+    return [subprocess.Popen(args, env=rank_env(r, world, port), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True) for r in range(world)]
+
+
+def wait_for_epochs(run_dir: Path, epochs: int, procs) -> None:
+    deadline = time.time() + WAIT
+    while not ((run_dir / "log.csv").exists() and len(read_log(run_dir)) >= epochs):
+        assert all(p.poll() is None for p in procs), "the run ended before it could be interrupted"
+        assert time.time() < deadline, "the run made no progress"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_a_lost_worker_fails_the_run_cleanly_and_keeps_the_checkpoint(tmp_path, how):
+    """SIGKILL of rank 1: rank 0 fails at its next collective (the socket closes).
+    SIGSTOP of rank 1 (alive, silent): rank 0 fails when the timeout expires. Either way
+    the last checkpoint is intact, and the run resumes in one process to its end."""
+    run_dir, epochs = tmp_path / "run", 5
+    timeout = "60" if how == "kill" else "6"  # enough for the ranks' start-up skew
+    procs = launch_cli(run_dir, free_port(), 2, "--epochs", str(epochs), "--set", "data.batch_size=20",
+                       timeout=timeout)
+    try:
+        wait_for_epochs(run_dir, 1, procs)
+        procs[1].send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        lost = time.time()
+        code, err = wait_all(procs[:1], timeout=30)[0]
+        waited = time.time() - lost
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert code != 0 and "another training process failed or stopped responding" in err, err
+    assert "checkpoint" in err and "is kept" in err
+    assert waited < (15 if how == "kill" else 6 + 15)  # far below the 60 s timeout when killed
+    ckpt = checkpoint.load(run_dir / "checkpoint.pt")
+    done = ckpt["state"]["epoch"]
+    assert 1 <= done < epochs and [r["epoch"] for r in read_log(run_dir)] == list(range(1, done + 1))
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    if how == "kill":  # resume with another number of processes: 1 (in this process)
+        _, state = train(config("data.batch_size=20", f"budget.epochs={epochs}"), run_dir, progress=False)
+        assert state.epoch == epochs and [r["epoch"] for r in read_log(run_dir)] == list(range(1, epochs + 1))
+        assert checkpoint.load(run_dir / "checkpoint.pt")["state"]["step"] == epochs * (len(
+            load_dataset("digits").train) // 20)
+
+
+def test_cli_nproc_resumes_a_single_process_run_under_torchrun(tmp_path, monkeypatch):
+    """A run interrupted in one process goes on with ``--nproc 2`` (torchrun): rank 0
+    alone prints and writes, the log goes on from the checkpoint's epoch."""
+    import pyro_vae.train as train_module
+
+    run_dir, saves, real_save = tmp_path / "run", [], train_module._save
+
+    def save_then_stop(*args):
+        real_save(*args)
+        saves.append(1)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(config("budget.epochs=4"), run_dir, progress=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out = subprocess.run([sys.executable, "-m", "pyro_vae", "train", "--nproc", "2", "--run-dir", str(run_dir),
+                          "--no-progress", "--epochs", "4", "--dist-timeout", "60",
+                          *[a for o in FAST for a in ("--set", o)]],
+                         env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("run directory:") == 1 and out.stdout.count('"test_elbo"') == 1
+    assert [r["epoch"] for r in read_log(run_dir)] == [1, 2, 3, 4]
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 4
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.toml", "log.csv", "summary.json"]

@@ -1,0 +1,138 @@
+"""One config entry chooses the algorithm: what runs really changes (checked on the
+model's and guide's calls, not on class names), bad names and incompatible combinations
+fail with clear errors, and every algorithm trains and resumes through the loop."""
+
+import pyro
+import pytest
+import torch
+
+from inference_models import BernoulliLatent, SpyVAE, digits, fresh_vae, one_thread  # noqa: F401
+from pyro_vae import checkpoint
+from pyro_vae.config import Config, ConfigError
+from pyro_vae.inference import INFERENCE, build_inference, make_inference
+from pyro_vae.train import train
+
+B, N = 20, 1297
+
+
+def _calls_of_one_step(name, digits, **settings):
+    """The model's and guide's calls during the *second* step of ``name`` (the first
+    also sets up: parameter split, plate nesting)."""
+    vae = fresh_vae(cls=SpyVAE)
+    config = Config().with_overrides([f"inference.name={name}", *(f"inference.{k}={v}" for k, v in settings.items())])
+    inference = build_inference(config, vae)
+    x, index = digits.train[:B], torch.arange(B)
+    inference.step(x, index, N)
+    vae.calls.clear()
+    inference.step(x, index, N)
+    return vae.calls
+
+
+def test_svi_samples_z_from_the_guide_with_gradients(digits):
+    calls = _calls_of_one_step("svi", digits)
+    assert {c["program"] for c in calls} == {"model", "guide"}
+    assert all(c["z_shape"] == (B, 2) and not c["generative"] and not c["z_observed"] for c in calls)
+    assert all(c["z_requires_grad"] for c in calls if c["program"] == "model")  # reparameterized
+
+
+def test_wake_sleep_dreams_and_feeds_dreams_to_the_guide(digits):
+    calls = _calls_of_one_step("wake_sleep", digits, sleep_batch_size=7)
+    wake_model = [c for c in calls if c["program"] == "model" and not c["generative"]]
+    dreams = [c for c in calls if c["program"] == "model" and c["generative"]]
+    assert len(dreams) == 1 and dreams[0]["z_shape"] == (7, 2)
+    assert any(c["program"] == "guide" and c["x_shape"] == (7, 64) for c in calls)  # sleep: q(z|x_dream)
+    assert wake_model and not any(c["z_requires_grad"] for c in wake_model)  # wake: z is data
+
+
+def test_rws_uses_k_particles_without_pathwise_gradients(digits):
+    calls = _calls_of_one_step("rws", digits, num_particles=3)
+    model_calls = [c for c in calls if c["program"] == "model"]
+    assert model_calls and all(c["z_shape"] == (3, B, 2) for c in model_calls)
+    assert not any(c["z_requires_grad"] for c in model_calls)  # RWS detaches the particles
+    assert not any(c["generative"] for c in calls)  # insomnia = 1: no sleep phase
+
+
+def test_iwae_and_vimco_use_k_reparameterized_particles(digits):
+    for name in ("iwae", "vimco"):
+        calls = _calls_of_one_step(name, digits, num_particles=3)
+        model_calls = [c for c in calls if c["program"] == "model"]
+        assert model_calls and all(c["z_shape"] == (3, B, 2) and c["z_requires_grad"] for c in model_calls)
+
+
+def test_mcem_conditions_the_model_on_hmc_samples_without_the_guide(digits):
+    calls = _calls_of_one_step("mcem", digits, fit_guide="false", hmc_leapfrog_steps=4, m_steps=2)
+    # E-step: 1 gradient at the chains' states + 4 leapfrog steps; M-step: 2 steps.
+    em, report = calls[:1 + 4 + 2], calls[1 + 4 + 2:]
+    assert all(c["program"] == "model" and c["z_observed"] for c in em)
+    assert [c["z_requires_grad"] for c in em] == [True] * 5 + [False] * 2  # HMC needs ∇z; M-step not
+    # Then only the reported ELBO (no gradient): one guide draw scored by the model.
+    assert [c["program"] for c in report] == ["guide", "model"]
+    assert not any(c["z_requires_grad"] for c in report)
+    with_guide = _calls_of_one_step("mcem", digits, hmc_leapfrog_steps=4, m_steps=2)
+    fit = [c for c in with_guide if c["program"] == "guide"]
+    assert len(fit) == 1 and fit[0]["z_requires_grad"]  # the side fit of q: a gradient step
+
+
+def test_make_inference_is_the_config_entry(digits):
+    vae = fresh_vae()
+    a = make_inference(vae, "rws", num_particles=3, optimizer="adagrad", lr=0.1)
+    assert a.rws.num_particles == 3 and a.optimizer_name == "adagrad" and a.lr == 0.1
+    with pytest.raises(ConfigError, match="unknown setting.*num_particle"):
+        make_inference(vae, "iwae", num_particle=3)
+
+
+def test_unknown_names_list_the_choices():
+    config = Config().with_overrides(["inference.name=hmc_em"])
+    with pytest.raises(ConfigError, match="'hmc_em' is unknown.*'mcem'.*'wake_sleep'"):
+        build_inference(config, fresh_vae())
+    assert set(INFERENCE) == {"svi", "wake_sleep", "rws", "mcem", "iwae", "vimco"}
+
+
+class EnumeratedVAE(torch.nn.Module):
+    has_enumerated_latents = True
+
+    def __init__(self):
+        super().__init__()
+        self.inner = fresh_vae()
+        self.model, self.guide = self.inner.model, self.inner.guide
+
+
+@pytest.mark.parametrize("name", ["wake_sleep", "rws", "mcem", "iwae", "vimco"])
+def test_enumerated_models_are_refused_outside_svi(name):
+    with pytest.raises(ConfigError, match="enumerated discrete latents.*svi"):
+        make_inference(EnumeratedVAE(), name, num_particles=2)
+
+
+def test_incompatible_combinations_fail_clearly(digits):
+    pyro.clear_param_store()
+    with pytest.raises(ConfigError, match="MCEM.*continuous latents"):
+        make_inference(BernoulliLatent(64, 4, 8), "mcem")
+    with pytest.raises(ConfigError, match="vimco"):
+        make_inference(BernoulliLatent(64, 4, 8), "iwae", num_particles=2).step(
+            digits.train[:4], torch.arange(4), N)
+    with pytest.raises(ConfigError, match="optimizer"):
+        make_inference(fresh_vae(), "wake_sleep", optimizer="sgd")
+    with pytest.raises(ConfigError, match="target_accept"):
+        make_inference(fresh_vae(), "mcem", target_accept=1.5)
+
+
+FAST = ["model.hidden=[32]", "eval.num_samples=0", "eval.plots=false", "optim.lr=3e-3"]
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("wake_sleep", []), ("rws", ["inference.num_particles=3", "inference.insomnia=0.5"]),
+    ("mcem", ["inference.hmc_leapfrog_steps=5", "inference.m_steps=2"]),
+    ("iwae", ["inference.num_particles=3"]), ("vimco", ["inference.num_particles=3"]),
+])
+def test_every_algorithm_trains_and_resumes_exactly_through_the_loop(tmp_path, name, extra):
+    config = Config().with_overrides(FAST + [f"inference.name={name}", *extra])
+    _, whole = train(config.with_overrides(["budget.epochs=3"]), tmp_path / "whole", progress=False)
+    train(config.with_overrides(["budget.epochs=2"]), tmp_path / "split", progress=False)
+    # Make the finished 2-epoch run an interrupted 3-epoch one, then resume it.
+    ckpt = checkpoint.load(tmp_path / "split" / "checkpoint.pt")
+    ckpt["state"]["stopped"] = None
+    checkpoint.save(ckpt, tmp_path / "split" / "checkpoint.pt")
+    (tmp_path / "split" / "config.toml").unlink()
+    exp, resumed = train(config.with_overrides(["budget.epochs=3"]), tmp_path / "split", progress=False)
+    assert [r["train_elbo"] for r in resumed.history] == [r["train_elbo"] for r in whole.history]
+    assert whole.history[-1]["valid_elbo"] > whole.history[0]["valid_elbo"]
