@@ -145,7 +145,10 @@ def main(argv: list[str] | None = None) -> int:
     # missing file fails now, not after hours).
     test = load_dataset("binarized_mnist", config.data.data_dir).test
     if args.eval_points is not None:
-        test = test[: args.eval_points]
+        # A seeded random subset: the test file's rows are not shuffled (its first 2000
+        # images have 7% less ink than the whole set, and a far lower NLL).
+        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))
+        test = test[keep[: args.eval_points]]
     m, d, b = config.model, config.data, config.budget
     print(f"training: {d.name} ({d.binarize} binarization), N_z={m.z_dim}, hidden={m.hidden} {m.activation}, "
           f"elbo={config.inference.elbo}, {config.optim.name} lr={config.optim.lr}, batch {d.batch_size}, "
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                default=None)
     summary = {
         "test_nll": -ll.mean, "test_nll_stderr": ll.stderr, "eval_samples": args.eval_samples,
-        "eval_points": len(test), "test_elbo": elbo, "target_nll": 88.0, "reached_target": -ll.mean <= 88.0,
+        "eval_points": len(test), "test_elbo": elbo, "target_nll": 88.0, "reached_target": len(test) == 10000 and -ll.mean <= 88.0,
         "epochs": state.epoch, "steps": state.step, "stopped": state.stopped,
         "best_epoch": best["epoch"] if best else None, "best_valid_elbo": best["valid_elbo"] if best else None,
         "train_loop_seconds": sum(r["seconds"] for r in state.history),
@@ -180,12 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
     print(f"test NLL {-ll.mean:.2f} ± {ll.stderr:.2f} nats (k={args.eval_samples}, {len(test)} test images; "
-          f"target <= 88.0: {'reached' if -ll.mean <= 88.0 else 'not reached'}); test ELBO {elbo:.2f}; "
+          f"target <= 88.0: {_verdict(-ll.mean, len(test))}); test ELBO {elbo:.2f}; "
           f"{state.epoch} epochs ({state.stopped}), best validation ELBO "
           f"{best['valid_elbo'] if best else math.nan:.2f} at epoch {best['epoch'] if best else '-'}; "
           f"training {train_wall / 60:.1f} min, evaluation {eval_wall / 60:.1f} min")
     return 0
 
 
+def _verdict(nll: float, points: int) -> str:
+    if points < 10000:
+        return "only a subset was evaluated"
+    return "reached" if nll <= 88.0 else "not reached"
+
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -1,7 +1,7 @@
 """pyro-vae: deep latent-variable models as Pyro models with amortized guides."""
 
 from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
-from pyro_vae.models import VAE
+from pyro_vae.models import GAE, VAE
 
 __version__ = "0.1.0"
-__all__ = ["VAE", "DiagonalNormalGuide", "GaussianEncoder"]
+__all__ = ["GAE", "VAE", "DiagonalNormalGuide", "GaussianEncoder"]

@@ -34,7 +34,7 @@ def test_fig2_runs_both_algorithms_on_both_data_sets(tmp_path):
 
 def test_fig3_runs_mcem_only_where_feasible(tmp_path):
     summary = aevb_fig3.run(out=tmp_path, max_minutes=2, max_samples=200, n_train=[200, 400], mcem_max_train=200,
-                            algorithms=["aevb", "mcem"], num_points=2, eval_points=5, hmc_samples=10,
+                            algorithms=["aevb", "mcem"], num_points=2, eval_points=5, hmc_samples=12,
                             hmc_warmup=5, is_samples=10, **QUIET)
     assert [(r["n_train"], r["algorithm"]) for r in summary["runs"]] == [(200, "aevb"), (200, "mcem"), (400, "aevb")]
     rows = read_csv(tmp_path / "aevb_fig3.csv")

@@ -26,6 +26,15 @@ from pyro_vae.models.exemplars import (
 N = 60  # exemplars in the small data sets
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster, and much faster on busy shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", binarize="static")
@@ -220,21 +229,21 @@ def test_infer_discrete_gives_the_most_responsible_exemplar(digits):
         logits[torch.arange(8), index] = -math.inf
     assert torch.equal(gae.explain(x, index, z=z), logits.argmax(-1))
     pyro.set_rng_seed(12)
-    draws = torch.stack([gae.explain(x, index, temperature=1, z=z) for _ in range(80)])
+    draws = torch.stack([gae.explain(x, index, temperature=1, z=z) for _ in range(40)])
     assert not (draws == index).any()  # never the point itself
     freq = (draws == logits.argmax(-1)).float().mean(0)
-    torch.testing.assert_close(freq, logits.softmax(-1).max(-1).values, atol=0.17, rtol=0)
+    torch.testing.assert_close(freq, logits.softmax(-1).max(-1).values, atol=0.25, rtol=0)
 
 
 def test_em_alternates_responsibilities_and_gradient_steps(digits):
-    gae = small_gae(digits, n=120, lambda2=0.1)
+    gae = small_gae(digits, n=80, lambda2=0.1)
     pyro.set_rng_seed(6)
-    history = fit_em(gae, epochs=3, batch_size=60, lr=3e-3, m_steps=2)
+    history = fit_em(gae, epochs=3, batch_size=40, lr=3e-3, m_steps=2)
     bounds = [h["em_bound"] for h in history]
     assert all(math.isfinite(b) for b in bounds)
     assert bounds[-1] > bounds[0] + 1.0
     gae.estimator, gae.tail = "knn", 30  # the scalable pool works under EM too
-    assert math.isfinite(fit_em(gae, epochs=1, batch_size=60)[0]["em_bound"])
+    assert math.isfinite(fit_em(gae, epochs=1, batch_size=40)[0]["em_bound"])
 
 
 def test_em_bound_is_below_the_enumerated_elbo(digits):
@@ -297,7 +306,7 @@ def test_cli_sample_works_for_a_trained_gae(digits, tmp_path):
         "data": {"name": "digits", "binarize": "static", "batch_size": 200},
         "model": {"name": "gae", "z_dim": 2, "hidden": [32], "lambda2": 0.1, "exemplar_neighbours": 8,
                   "exemplar_tail": 50},
-        "budget": {"epochs": 3}, "eval": {"num_samples": 0, "plots": False},
+        "budget": {"epochs": 2}, "eval": {"num_samples": 0, "plots": False},
     })
     exp, state = train(config, tmp_path / "run", progress=False)
     elbos = [h["train_elbo"] for h in state.history]
@@ -369,8 +378,9 @@ def test_deferred_gradients_complete_the_exact_gradient(digits):
         torch.testing.assert_close(f + s, e, rtol=1e-4, atol=1e-4)
 
 
-def test_knn_training_step_writes_back_and_is_applied_to_the_minibatch(digits):
-    gae = small_gae(digits, n=200, estimator="knn", neighbours=10, tail=20)
+@pytest.mark.parametrize("improve", [False, True])
+def test_knn_training_step_writes_back_and_is_applied_to_the_minibatch(digits, improve):
+    gae = small_gae(digits, n=200, estimator="knn", neighbours=10, tail=20, improve=improve)
     opt = torch.optim.Adam(gae.parameters(), lr=1e-3)
     for step in range(3):
         index = torch.arange(step * 50, step * 50 + 50)
@@ -527,3 +537,64 @@ def test_config_errors(digits):
     gae = build_model(Config.from_dict({"model": {"name": "gae", "exemplar_neighbours": 4,
                                                   "exemplar_estimator": "random"}}), digits)
     assert gae.estimator == "random" and gae.bank.num_neighbours == 4
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def test_gae_figures(digits, tmp_path):
+    from pyro_vae import plots
+
+    gae = small_gae(digits, estimator="exact")
+    gae2 = GAE(digits.train[:N], z_dim=2, hidden=(8, 8))
+    torch.manual_seed(15)
+    p = plots.latent_kde({"prior": lambda z: gae2.log_prior(z), "codes": torch.randn(300, 2)},
+                         tmp_path / "kde.png", points={"codes": torch.randn(20, 2)}, resolution=40)
+    assert p.stat().st_size > 0
+    p = plots.samples_side_by_side({"GAE": gae.sample(16), "VAE": torch.rand(16, 64)}, (8, 8), tmp_path / "s.png")
+    assert p.stat().st_size > 0
+    with pytest.raises(ValueError, match="panels is empty"):
+        plots.latent_kde({}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"finite \(n >= 2, 2\)"):
+        plots.latent_kde({"bad": torch.randn(10, 3)}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="returned"):
+        plots.latent_kde({"bad": lambda z: z}, tmp_path / "x.png", resolution=5)
+    with pytest.raises(ValueError, match="lie in"):
+        plots.samples_side_by_side({"bad": torch.full((4, 64), 2.0)}, (8, 8), tmp_path / "x.png")
+
+
+def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+    """The cache, neighbour lists, k-means cells and deferred gradients are saved with
+    the module: a run interrupted mid-epoch and resumed ends bit for bit where an
+    uninterrupted one does."""
+    from pyro_vae import checkpoint
+    from pyro_vae.inference.svi import SVI
+    from pyro_vae.models import exemplars
+    from pyro_vae.train import train
+
+    monkeypatch.setattr(exemplars, "EXACT_SEARCH", 100)  # exercise the clustered search
+    config = Config.from_dict({
+        "data": {"name": "digits", "binarize": "static", "batch_size": 200},
+        "model": {"name": "gae", "z_dim": 2, "hidden": [16], "exemplar_neighbours": 6, "exemplar_tail": 40,
+                  "exemplar_refresh": 4},
+        "budget": {"epochs": 2}, "eval": {"num_samples": 0, "plots": False},
+    })
+    train(config, tmp_path / "whole", progress=False)
+    real_step, calls = SVI.step, []
+
+    def step(self, *args):
+        calls.append(1)
+        if len(calls) == 9:  # in the second epoch (6 steps per epoch)
+            raise KeyboardInterrupt
+        return real_step(self, *args)
+
+    monkeypatch.setattr(SVI, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(SVI, "step", real_step)
+    train(config, tmp_path / "cut", progress=False)
+    a, b = (checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "cut"))
+    assert a["state"]["step"] == b["state"]["step"] == 12
+    for name, tensor in a["module"].items():
+        assert torch.equal(tensor, b["module"][name]), name
+    assert a["module"]["bank.clustered"] and a["module"]["bank.grad_w"].abs().sum() > 0

@@ -34,7 +34,7 @@ def test_batched_hmc_matches_the_linear_gaussian_posterior():
     torch.manual_seed(1)  # the data; the sampler's seed is set below
     x = model.decoder(torch.randn(20, 2)).detach() + 0.5 * torch.randn(20, 5)
     pyro.set_rng_seed(0)
-    s = sample_posterior(model.model, x, num_draws=200, num_warmup=100, num_chains=4)
+    s = sample_posterior(model.model, x, num_draws=150, num_warmup=80, num_chains=4)
     mean_err, cov_err = _moment_errors(s, model, x)  # posterior sds ~0.7, covariance ~0.3-0.5
     assert mean_err < 0.1 and cov_err < 0.03, (mean_err, cov_err)
     assert 0.8 < s.accept_prob.mean().item() < 0.97  # adapted toward 0.9
@@ -77,8 +77,8 @@ class GammaLatent(nn.Module):
 
 def test_constrained_latents_are_sampled_through_their_bijection():
     pyro.set_rng_seed(0)
-    x = torch.zeros(50, 2)
-    s = sample_posterior(GammaLatent().model, x, num_draws=200, num_warmup=100, num_chains=2)
+    x = torch.zeros(40, 2)
+    s = sample_posterior(GammaLatent().model, x, num_draws=120, num_warmup=60, num_chains=2)
     z = s.values["z"]
     assert (z > 0).all()
     assert z.mean().item() == pytest.approx(1.5, abs=0.06)  # 3 / 2

@@ -434,6 +434,7 @@ class ExemplarBank(nn.Module):
     others with the highest expected log-density under its posterior (best first,
     never itself); ``steps``, the training calls seen; ``ready``, whether the statistics
     were ever filled; ``listed``, whether the neighbour lists were ever built;
+    ``centroids``, ``clustered``, the cells of the last clustered neighbour search;
     ``grad_w (n, 2D)``, ``grad_c (n,)``, loss gradients w.r.t. the cached components'
     features, accumulated until the exemplar's next minibatch (deferred gradients). Derived,
     not saved: ``features``, the kernel features ``(w (n, 2D), c (n,))`` of every cached
@@ -454,7 +455,9 @@ class ExemplarBank(nn.Module):
         self.register_buffer("c", torch.zeros(num), persistent=False)
         self._update_features()
         self.register_load_state_dict_post_hook(lambda module, keys: module._update_features())
-        self._centroids = None  # the clustered index's, reused as the next k-means start
+        # the clustered index's cells, the next k-means start (saved: resumed runs match)
+        self.register_buffer("centroids", torch.zeros(max(1, round(math.sqrt(num))), z_dim))
+        self.register_buffer("clustered", torch.zeros((), dtype=torch.bool))
 
     @property
     def num(self) -> int:
@@ -500,8 +503,11 @@ class ExemplarBank(nn.Module):
                 lists = nearest_exemplars(self.loc, self.scale, self.loc, self.scale,
                                           self.num_neighbours, exclude=own)
             else:
-                lists, self._centroids = clustered_neighbours(
-                    self.loc, self.scale, self.num_neighbours, centroids=self._centroids)
+                start = self.centroids if bool(self.clustered) else None
+                lists, centroids = clustered_neighbours(
+                    self.loc, self.scale, self.num_neighbours, num_clusters=len(self.centroids), centroids=start)
+                self.centroids.copy_(centroids)
+                self.clustered.fill_(True)
             self.neighbours.copy_(lists)
         self.listed.fill_(True)
 
