@@ -121,8 +121,11 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> tuple[E
                     pyro.set_rng_seed(distributed.noise_seed(config.seed, state.epoch))
                 _train_epoch(exp, state, run_dir, bar, sync)
                 _end_epoch(exp, state, start, parallel)
+                # On every rank: a module's state_dict may gather state (the GAE's
+                # deferred gradients), a collective every rank must join.
+                module_state = exp.module.state_dict()
                 if distributed.is_main():
-                    _save(exp, state, run_dir)
+                    _save(exp, state, run_dir, module_state)
                 bar.set_postfix(train_elbo=f"{state.history[-1]['train_elbo']:.2f}",
                                 valid_elbo=f"{state.history[-1]['valid_elbo'] or math.nan:.2f}")
     except distributed.WorkerFailure as e:
@@ -264,9 +267,9 @@ def _end_epoch(exp: Experiment, state: TrainState, start: float, parallel: bool 
         state.stopped = state.stopped or "time"
 
 
-def _save(exp: Experiment, state: TrainState, run_dir: Path) -> None:
+def _save(exp: Experiment, state: TrainState, run_dir: Path, module_state: dict) -> None:
     checkpoint.save({
-        "module": exp.module.state_dict(),
+        "module": module_state,
         "inference": exp.inference.state_dict(),
         "rng": pyro.util.get_rng_state(),
         "state": vars(state),

@@ -180,6 +180,60 @@ def test_two_processes_take_the_single_process_steps(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["checkpoint.pt", "config.toml", "log.csv"]
 
 
+GAE_WORKER = textwrap.dedent("""
+    import functools, json, sys, torch
+    from pyro_vae import distributed
+    from pyro_vae.config import Config
+    from pyro_vae.models.gae import GAE
+    from pyro_vae.train import _loader, build
+
+    GAE.__init__ = functools.partialmethod(GAE.__init__, improve=True)  # lists gathered too
+    out, overrides, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    distributed.init()
+    exp = build(Config().with_overrides(overrides))
+    gae, n, batch = exp.module, len(exp.data.train), exp.config.data.batch_size
+    sync, worst, cleared = distributed.GradientSync(), 0.0, True
+    for i, (x, index) in enumerate(_loader(exp, 0)):
+        if i == steps:
+            break
+        rows = distributed.all_gather_rows(index)  # the global batch
+        with torch.no_grad():  # what the step's encoder pass gives every row of it
+            loc, scale = gae.guide.encoder(distributed.all_gather_rows(x))
+        with sync.step(len(x) / batch):
+            exp.inference.step(x, index, n)
+        worst = max(worst, float((gae.bank.loc[rows] - loc).abs().max()),
+                    float((gae.bank.scale[rows] - scale).abs().max()))
+        cleared = cleared and not bool(gae.bank.grad_w[rows].any())
+    state = gae.state_dict()  # collects the last step's deferred gradients, on every rank
+    torch.save({"bank": {k: v for k, v in state.items() if k.startswith("bank.")},
+                "worst": worst, "cleared": cleared, "index": index}, f"{out}/rank{distributed.rank()}.pt")
+    distributed.shutdown(barrier=True)
+""")
+
+
+def test_every_gae_process_keeps_the_cache_of_all_training_points(tmp_path):
+    """The GAE under 2 processes: after every step each rank's cache holds the fresh
+    statistics of the whole global batch (the other rank's rows too), the deferred
+    gradients applied in the step are cleared for all of it, and the cache, neighbour
+    lists and deferred gradients are bit-identical on both ranks."""
+    overrides = FAST + ["model.name=gae", "model.exemplar_neighbours=8", "model.exemplar_fresh=2",
+                        "data.batch_size=50", "data.binarize=static"]
+    script, port = tmp_path / "worker.py", free_port()
+    script.write_text(GAE_WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), json.dumps(overrides), "6"],
+                              env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for code, err in wait_all(procs):
+        assert code == 0, err
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert not set(ranks[0]["index"].tolist()) & set(ranks[1]["index"].tolist())  # disjoint shards
+    for r in ranks:
+        assert r["worst"] < 1e-5 and r["cleared"]
+    assert tensors_equal(ranks[0]["bank"], ranks[1]["bank"]) == ""
+    bank = ranks[0]["bank"]
+    assert int(bank["bank.steps"]) == 6 and bank["bank.grad_w"].abs().sum() > 0
+
+
 ALGORITHMS_WORKER = textwrap.dedent("""
     import json, sys, torch
     from pyro_vae import distributed
@@ -260,11 +314,12 @@ def test_every_gradient_based_algorithm_trains_data_parallel(tmp_path):
         assert row["valid_elbo"] is not None and row["valid_elbo"] == row["valid_elbo"], name
         if tensors_equal(ranks[0][name]["inference"], ranks[1][name]["inference"]):
             local_state.add(name)
-    # The checkpoint holds rank 0's inference state: it must be the same on every rank.
-    # MCEM's per-point chains and its step-size adaptation are still rank-local (to do in
-    # mcem.py: distributed.all_gather_rows of the batch's chains, global_mean of the
-    # acceptance rate); no other algorithm may join it.
-    assert local_state <= {"mcem"}, f"rank-local inference state in {sorted(local_state)}"
+    # The checkpoint holds rank 0's inference state: it must be the same on every rank
+    # (MCEM's per-point chains and adapted step size included).
+    assert not local_state, f"rank-local inference state in {sorted(local_state)}"
+    # MCEM: every rank holds the chains of every point of every global batch.
+    visited = ranks[0]["mcem"]["inference"]["visited"]
+    assert int(visited.sum()) == ranks[0]["mcem"]["history"][-1]["samples_seen"]
     for r in ranks:
         assert r["svi_nan"].startswith("training diverged: the gradient is NaN/inf at step 15"), r["svi_nan"]
         assert "(epoch 1) is kept" in r["svi_nan"]

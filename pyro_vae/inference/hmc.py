@@ -283,11 +283,17 @@ class BatchedHMC:
         out = Transition(torch.where(keep, z_new, z), torch.where(accepted, lp_new, log_prob),
                          torch.where(keep, g_new, grad), accept_prob, accepted, energy_error)
         if adapt is not None:
-            self._adapt(accept_prob, adapt)
+            self.adapt(accept_prob, adapt)
         return out
 
-    def _adapt(self, accept_prob: torch.Tensor, how: str) -> None:
+    def adapt(self, accept_prob: torch.Tensor, how: str, average: Optional[Callable] = None) -> None:
+        """Adapt the step sizes to a transition's ``accept_prob (rows,)`` (``how`` as
+        ``adapt`` in :meth:`transition`). ``average(group_means, rows_per_group)``, if
+        given, replaces each group's mean acceptance, e.g. by
+        :func:`pyro_vae.distributed.global_mean` over every process's rows."""
         group_accept = accept_prob.reshape(len(self.step_size), -1).mean(-1)
+        if average is not None:
+            group_accept = average(group_accept, accept_prob.shape[0] // len(self.step_size))
         if how == "track":
             self.step_size = self.step_size * torch.exp(self.gain * (group_accept - self.target_accept))
         elif how == "warmup":

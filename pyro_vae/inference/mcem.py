@@ -37,6 +37,7 @@ import pyro.infer
 import torch
 from torch import nn
 
+from pyro_vae import distributed
 from pyro_vae.config import ConfigError
 from pyro_vae.inference import hmc
 from pyro_vae.inference.svi import make_optimizer
@@ -113,6 +114,9 @@ class MCEM:
             self.guide_optimizer = (make_optimizer(self.optimizer_name, self.phi, self.lr)
                                     if self.fit_guide and self.phi else None)
             self._elbo = pyro.infer.TraceMeanField_ELBO()
+        if distributed.is_active() and self.backend == "pyro":
+            raise ConfigError("[inference] hmc_backend = \"pyro\" adapts its step size inside Pyro's kernel, "
+                              "per process: train MCEM data-parallel with hmc_backend = \"batched\"")
         if self.chains is None:
             self.chains = torch.zeros(self.num_chains, num_data, self.space.dim)
             self.visited = torch.zeros(num_data, dtype=torch.bool)
@@ -142,14 +146,13 @@ class MCEM:
         lp, grad = hmc.log_prob_and_grad(fn, z)
         us, lps, accs, divs = [], [], [], []
         for _ in range(self.hmc_steps):
-            tr = self.sampler.transition(fn, z, lp, grad, adapt="track")
+            tr = self._transition(fn, z, lp, grad)
             z, lp, grad = tr.z, tr.log_prob, tr.grad
             us.append(z)
             lps.append(lp)
             accs.append(tr.accept_prob)
             divs.append(tr.diverging)
-        self.chains[:, index] = z.reshape(C, B, -1)
-        self.visited[index] = True
+        self._write_chains(index, z.reshape(C, B, -1))
 
         def stack(ts, *tail):
             return torch.stack(ts).reshape(len(ts), C, B, *tail).transpose(0, 1)
@@ -157,6 +160,29 @@ class MCEM:
         self._last = {"u": stack(us, self.space.dim), "lp": stack(lps), "accept_prob": stack(accs),
                       "diverging": stack(divs), "step_size": self.sampler.step_size.clone(), "index": index}
         return z
+
+    def _transition(self, fn, z, lp, grad) -> hmc.Transition:
+        """One HMC transition, the step size then adapted toward ``target_accept``: under
+        several processes, to the acceptance rate over every process's rows, so that it
+        stays the same on all (and equals one process's on the global batch)."""
+        if not distributed.is_active():
+            return self.sampler.transition(fn, z, lp, grad, adapt="track")
+        tr = self.sampler.transition(fn, z, lp, grad)
+        self.sampler.adapt(tr.accept_prob, "track", average=distributed.global_mean)
+        return tr
+
+    @torch.no_grad()
+    def _write_chains(self, index: torch.Tensor, z: torch.Tensor) -> None:
+        """Store the chains' states ``z (C, B, dim)`` of points ``index``; under several
+        processes every rank stores the whole global batch's (gathered), so the chains
+        of all points are the same on every rank, and in its checkpoint."""
+        if distributed.is_active():
+            c, b, d = z.shape
+            packed = torch.cat([index.double().unsqueeze(-1), z.transpose(0, 1).reshape(b, c * d).double()], -1)
+            packed = distributed.all_gather_rows(packed)
+            index, z = packed[:, 0].long(), packed[:, 1:].float().reshape(-1, c, d).transpose(0, 1)
+        self.chains[:, index] = z
+        self.visited[index] = True
 
     def m_step(self, x: torch.Tensor, z: torch.Tensor, index: Optional[torch.Tensor] = None,
                num_data: Optional[int] = None) -> float:

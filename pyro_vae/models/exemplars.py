@@ -378,11 +378,13 @@ def clustered_neighbours(
     probe: int = 4,
     iterations: int = 4,
     centroids: Optional[torch.Tensor] = None,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Approximate :func:`nearest_exemplars` of every exemplar among all (an IVF index).
 
     k-means (``iterations`` Lloyd steps on the means ``loc``, started from ``centroids``
-    when given, else from random exemplars) splits the ``n`` exemplars into
+    when given, else from exemplars drawn with ``seed``: a function of its inputs only,
+    so processes holding the same cache build the same lists) splits the ``n`` exemplars into
     ``num_clusters`` (default ``√n``) cells; each exemplar's ``k`` neighbours are then
     searched exactly, by expected log-density, among the members of the ``probe`` cells
     whose centroids are nearest its own cell's (at least ``k + 1`` candidates). Cost
@@ -394,7 +396,8 @@ def clustered_neighbours(
         raise ValueError(f"k must be in [1, {n - 1}], got {k}")
     num_clusters = min(n, num_clusters or max(1, round(math.sqrt(n))))
     if centroids is None or centroids.shape != (num_clusters, dim):
-        centroids = loc[torch.randperm(n)[:num_clusters]].clone()
+        draw = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        centroids = loc[draw[:num_clusters]].clone()
     sq = loc.pow(2).sum(-1, keepdim=True)
     for it in range(iterations + 1):
         assign = torch.cat([
@@ -505,7 +508,8 @@ class ExemplarBank(nn.Module):
             else:
                 start = self.centroids if bool(self.clustered) else None
                 lists, centroids = clustered_neighbours(
-                    self.loc, self.scale, self.num_neighbours, num_clusters=len(self.centroids), centroids=start)
+                    self.loc, self.scale, self.num_neighbours, num_clusters=len(self.centroids), centroids=start,
+                    seed=int(self.steps))
                 self.centroids.copy_(centroids)
                 self.clustered.fill_(True)
             self.neighbours.copy_(lists)
@@ -520,7 +524,13 @@ class ExemplarBank(nn.Module):
 
     @torch.no_grad()
     def improve_neighbours(self, index: torch.Tensor, extra: torch.Tensor) -> None:
-        r"""Re-rank the neighbour lists of exemplars ``index (B,)`` (NN-descent style).
+        """Replace the lists of exemplars ``index`` by :meth:`improved_neighbours`."""
+        if self.num_neighbours:
+            self.neighbours[index] = self.improved_neighbours(index, extra)
+
+    @torch.no_grad()
+    def improved_neighbours(self, index: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        r"""Re-ranked neighbour lists ``(B, K)`` of exemplars ``index (B,)`` (NN-descent style).
 
         Each list is replaced by the best ``K`` of: itself, the first ``SECOND_ORDER`` of
         its nearest neighbour's list (neighbours of neighbours), and the best four of the
@@ -529,9 +539,9 @@ class ExemplarBank(nn.Module):
         log-density under the exemplar's cached posterior.
         """
         k = self.num_neighbours
-        if k == 0:
-            return
         lists = take(self.neighbours, index)  # (B, K)
+        if k == 0:
+            return lists
         second = take(self.neighbours, lists[:, 0])[:, :SECOND_ORDER]  # the nearest neighbour's
         query = expected_query_features(take(self.loc, index), take(self.scale, index))  # (B, 2D)
         s_extra = torch.addmm(take(self.c, extra), query, take(self.w, extra).T)
@@ -548,4 +558,4 @@ class ExemplarBank(nn.Module):
         dup[:, 1:] = sorted_cand[:, 1:] == sorted_cand[:, :-1]
         score = score.scatter(-1, order, score.gather(-1, order).masked_fill(dup, -math.inf))
         best = score.topk(k, dim=-1).indices
-        self.neighbours[index] = cand.gather(-1, best)
+        return cand.gather(-1, best)

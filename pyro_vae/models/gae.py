@@ -98,7 +98,9 @@ encoder passes per step. ``estimator`` chooses how training calls form the prior
   ``Σ_j r_ij ∇_φ log q_φ(z_i|x_j)`` reaches every component in the pool, at most one
   epoch late; ``fresh`` optionally re-encodes each point's nearest listed neighbours
   with gradients at once. The model does all this itself, counting its training calls:
-  the training loop needs no hook.
+  the training loop needs no hook. Under data-parallel training (:mod:`pyro_vae.distributed`) the cache
+  writes, list updates and deferred gradients are gathered from every process, so all
+  processes hold the same cache of all ``n`` points.
 
 Evaluation (held-out ELBO, :meth:`GAE.log_likelihood`, sampling) always uses the exact
 mixture over all ``n`` components, re-encoded with the current parameters whenever
@@ -120,6 +122,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, infer_discrete
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyro_vae import distributed
 from pyro_vae.evaluation.marginal_likelihood import LogLikelihood, _check_args
 from pyro_vae.models.exemplars import (
     MAX_ELEMENTS,
@@ -430,7 +433,8 @@ class GAE(VAE):
             self._maybe_refresh(len(index))
         pool = self._pool_override or self.make_pool(index)
         stats = self.pool_stats(pool, loc_x, scale_x)
-        if knn and self.deferred and torch.is_grad_enabled():
+        deferred = knn and self.deferred and torch.is_grad_enabled()
+        if deferred:
             self._apply_deferred(index, loc_x, scale_x)
         with data_plate(len(x), index, num_data):
             y = pyro.sample("y", dist.Categorical(logits=pool.logits), infer={"enumerate": "parallel"})
@@ -439,7 +443,7 @@ class GAE(VAE):
             if self.lambda1 or self.lambda2:
                 pyro.factor("regulariser", -self.regulariser(loc_x, scale_x))
         if knn:
-            self._after_step(index, loc_x, scale_x, pool, stats)
+            self._after_step(index, loc_x, scale_x, pool, deferred)
         return out
 
     def state_dict(self, *args, **kwargs):
@@ -452,13 +456,23 @@ class GAE(VAE):
 
     @torch.no_grad()
     def _collect_deferred(self) -> None:
-        """Add the last step's loss gradients w.r.t. cached components to the bank."""
+        """Add the last step's loss gradients w.r.t. cached components to the bank.
+
+        Under several processes each rank's gradients are weighted by its share of the
+        global batch (as the optimizer's are) and every rank adds all of them: the bank
+        holds the single-process sums, the same on every rank. A collective whenever
+        there is something to collect, which every rank has after the same steps.
+        """
         pending, self._pending = self._pending, []
-        for rows, (w, c) in pending:
-            if w.grad is not None:
-                self.bank.grad_w.index_add_(0, rows.reshape(-1), w.grad.reshape(-1, w.shape[-1]))
-            if c.grad is not None:
-                self.bank.grad_c.index_add_(0, rows.reshape(-1), c.grad.reshape(-1))
+        if not pending:
+            return
+        rows = torch.cat([r.reshape(-1) for r, _, _ in pending])
+        grads = torch.cat([torch.cat([_grad(w).reshape(-1, w.shape[-1]), _grad(c).reshape(-1, 1)], -1) * weight
+                           for _, (w, c), weight in pending])
+        if distributed.is_active():
+            rows, grads = _unpack(distributed.all_gather_rows(_pack(rows, grads)))
+        self.bank.grad_w.index_add_(0, rows, grads[:, :-1])
+        self.bank.grad_c.index_add_(0, rows, grads[:, -1])
 
     def _cached_features(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached kernel features of exemplars ``rows``; as leaves whose gradients are kept
@@ -467,22 +481,21 @@ class GAE(VAE):
         if self.deferred and torch.is_grad_enabled() and self._estimator() == "knn":
             w.requires_grad_(True)
             c.requires_grad_(True)
-            self._pending.append((rows, (w, c)))
+            self._pending.append((rows, (w, c), distributed.grad_weight()))
         return w, c
 
     def _apply_deferred(self, index: torch.Tensor, loc_x: torch.Tensor, scale_x: torch.Tensor) -> None:
         r"""Route the gradients accumulated for the minibatch's cached components through
         its fresh encoder pass: a zero-valued factor ``−(S − S̄)`` with
-        ``S = Σ_b ⟨∂L/∂w_b, w(μ_φ(x_b), σ_φ(x_b))⟩`` adds exactly them to the loss gradient."""
+        ``S = Σ_b ⟨∂L/∂w_b, w(μ_φ(x_b), σ_φ(x_b))⟩`` adds exactly them to the loss gradient.
+        (Divided by this rank's gradient weight, which the gradient sync multiplies back:
+        the bank's sums are global already.) :meth:`_after_step` clears them."""
         g_w, g_c = take(self.bank.grad_w, index), take(self.bank.grad_c, index)
         if not bool(g_c.any()) and not bool(g_w.any()):
             return
         w, c = component_features(loc_x, scale_x)
-        surrogate = (g_w * w).sum() + (g_c * c).sum()
+        surrogate = ((g_w * w).sum() + (g_c * c).sum()) / distributed.grad_weight()
         pyro.factor("deferred_gradient", surrogate.detach() - surrogate)
-        with torch.no_grad():
-            self.bank.grad_w.index_fill_(0, index, 0.0)
-            self.bank.grad_c.index_fill_(0, index, 0.0)
 
     def _estimator(self) -> str:
         return "exact" if self._force_exact else self.estimator
@@ -596,15 +609,41 @@ class GAE(VAE):
 
     @torch.no_grad()
     def _after_step(self, index: torch.Tensor, loc_x: torch.Tensor, scale_x: torch.Tensor,
-                    pool: ExemplarPool, stats: PoolStats) -> None:
-        """Write the step's fresh statistics back and improve the minibatch's neighbour lists."""
-        self.bank.write(index, loc_x, scale_x)
-        if self._fresh_near is not None:
-            self.bank.write(*self._fresh_near)
-            self._fresh_near = None
+                    pool: ExemplarPool, deferred: bool) -> None:
+        """Write the step's fresh statistics back, clear the deferred gradients just
+        applied (``deferred``), and improve the minibatch's neighbour lists.
+
+        Under several processes every rank writes the whole global batch's rows (its
+        own and, gathered, the others'), so every rank's cache, and so its prior, holds
+        all ``n`` training points, kept as fresh as in one process and the same on all.
+        """
+        fresh = [(index, loc_x, scale_x)] + ([self._fresh_near] if self._fresh_near is not None else [])
+        self._fresh_near = None
+        rows = torch.cat([r for r, _, _ in fresh])
+        stats_ = torch.cat([torch.cat([loc.reshape(-1, self.z_dim), scale.reshape(-1, self.z_dim)], -1)
+                            for _, loc, scale in fresh])
+        is_batch = torch.zeros(len(rows), 1)
+        is_batch[: len(index)] = 1.0
+        if distributed.is_active():
+            rows, packed = _unpack(distributed.all_gather_rows(_pack(rows, torch.cat([is_batch, stats_], -1))))
+            is_batch, stats_ = packed[:, :1], packed[:, 1:]
+        batch = is_batch[:, 0] > 0
+        for part in (batch, ~batch):  # the minibatch first, then the re-encoded neighbours
+            if bool(part.any()):
+                self.bank.write(rows[part], *stats_[part].split(self.z_dim, -1))
+        global_index = rows[batch]
+        if deferred:
+            self.bank.grad_w.index_fill_(0, global_index, 0.0)
+            self.bank.grad_c.index_fill_(0, global_index, 0.0)
         self.bank.steps += 1
         if self.improve and pool.near is not None and pool.explore is not None:
-            self.bank.improve_neighbours(index, pool.explore)
+            # candidates: the global batch and this rank's random exemplars
+            explore = torch.cat([global_index, pool.explore[len(index):]])
+            lists = self.bank.improved_neighbours(index, explore)
+            mine = index
+            if distributed.is_active():
+                mine, lists = _unpack(distributed.all_gather_rows(_pack(index, lists.double())))
+            self.bank.neighbours[mine] = lists.long()
 
     @torch.no_grad()
     def refresh(self, exact: Optional[bool] = None) -> None:
@@ -795,6 +834,20 @@ class GAE(VAE):
         if coverage:
             out["neighbour_mass"] = torch.cat(coverage).mean().item()
         return out
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    return t.grad if t.grad is not None else torch.zeros_like(t)
+
+
+def _pack(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``(m,)`` positions and ``(m, k)`` values as one float64 table (exact for both:
+    float32 values and positions below 2**53), to gather them in one collective."""
+    return torch.cat([rows.reshape(-1, 1).double(), values.reshape(len(rows), -1).double()], -1)
+
+
+def _unpack(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return table[:, 0].long(), table[:, 1:].float()
 
 
 def _splice(features: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
