@@ -28,22 +28,14 @@ from pyro_vae.data import (
 from pyro_vae.data import paths as data_paths
 from pyro_vae.data import rng
 from pyro_vae.data.readers import read_text_matrix
+from shared_data import find_shared_dir
 
 REPO_ROOT = Path(pyro_vae.__file__).resolve().parents[1]
 MNIST_RAW = "MNIST/raw"
 BINARIZED = "binarized_mnist"
 
 
-def _find_shared_dir() -> Path | None:
-    """The first candidate data directory holding every data set's files."""
-    needed = [f for spec in DATASETS.values() for f in spec.files]
-    for directory in resolve_data_dir():
-        if all((directory / f.relpath).is_file() for f in needed):
-            return directory
-    return None
-
-
-SHARED = _find_shared_dir()
+SHARED = find_shared_dir()
 needs_shared = pytest.mark.skipif(SHARED is None, reason="shared data directory not found")
 
 

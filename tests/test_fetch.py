@@ -15,23 +15,16 @@ from typing import Iterator
 import pytest
 import torch
 
-from pyro_vae.data import DATASETS, DataError, fetch, load_dataset, resolve_data_dir
+from pyro_vae.data import DATASETS, DataError, fetch, load_dataset
 from pyro_vae.data import paths as data_paths
 from pyro_vae.data.fetch import content_sha256
+from shared_data import find_shared_dir
 
 FREY = "frey_face/frey_rawface.mat"
 T10K_LABELS = "MNIST/raw/t10k-labels-idx1-ubyte.gz"
 
 
-def _find_shared_dir() -> Path | None:
-    needed = [f for spec in DATASETS.values() for f in spec.files]
-    for directory in resolve_data_dir():
-        if all((directory / f.relpath).is_file() for f in needed):
-            return directory
-    return None
-
-
-SHARED = _find_shared_dir()
+SHARED = find_shared_dir()
 pytestmark = pytest.mark.skipif(SHARED is None, reason="shared data directory not found")
 
 

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from pyro_vae.config import Config
-from pyro_vae.experiments.common import focus_ylim, run_curve, set_threads, write_csv, write_json
+from pyro_vae.experiments.common import (
+    finish_panel,
+    focus_ylim,
+    run_curve,
+    save_figure,
+    set_threads,
+    write_csv,
+    write_json,
+)
 
 NAME = "aevb-fig2"
 
@@ -168,16 +176,6 @@ def plot(rows: list[dict], path: Path) -> Path:
             xs = [r["samples"] for r in rs]
             ax.plot(xs, [r["train_bound"] for r in rs], color=STYLE[alg], label=f"{LABEL[alg]} train")
             ax.plot(xs, [r["test_bound"] for r in rs], color=STYLE[alg], ls="--", label=f"{LABEL[alg]} test")
-        ax.set_xscale("log")
         focus_ylim(ax, [r for r in rows if r["dataset"] == ds and r["z_dim"] == nz], ("train_bound", "test_bound"))
-        ax.set_title(f"{'MNIST' if ds == 'mnist' else 'Frey Face'}, $N_z$ = {nz}", fontsize=9)
-        ax.set_xlabel("# training samples evaluated", fontsize=8)
-        ax.set_ylabel("lower bound (nats)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+        finish_panel(ax, f"{'MNIST' if ds == 'mnist' else 'Frey Face'}, $N_z$ = {nz}", "lower bound (nats)", i == 0)
+    return save_figure(fig, path)

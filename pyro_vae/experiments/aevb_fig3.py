@@ -29,7 +29,15 @@ import pyro
 from pyro_vae.config import Config
 from pyro_vae.evaluation import hmc_log_likelihood, log_likelihood
 from pyro_vae.experiments.aevb_fig2 import LABEL, STYLE
-from pyro_vae.experiments.common import focus_ylim, run_curve, set_threads, write_csv, write_json
+from pyro_vae.experiments.common import (
+    finish_panel,
+    focus_ylim,
+    run_curve,
+    save_figure,
+    set_threads,
+    write_csv,
+    write_json,
+)
 
 NAME = "aevb-fig3"
 N_TRAIN = (1000, 50000)
@@ -163,15 +171,6 @@ def plot(rows: list[dict], path: Path) -> Path:
             ax.plot(xs, [r["train_ll"] for r in rs], color=STYLE[alg], marker="o", ms=3, label=f"{LABEL[alg]} train")
             ax.plot(xs, [r["test_ll"] for r in rs], color=STYLE[alg], ls="--", marker="o", ms=3,
                     label=f"{LABEL[alg]} test")
-        ax.set_xscale("log")
         focus_ylim(ax, [r for r in rows if r["n_train"] == n], ("train_ll", "test_ll"))
-        ax.set_title(f"MNIST, $N_{{train}}$ = {n}", fontsize=10)
-        ax.set_xlabel("# training samples evaluated", fontsize=9)
-        ax.set_ylabel("marginal log-likelihood (nats)", fontsize=9)
-        ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return path
+        finish_panel(ax, f"MNIST, $N_{{train}}$ = {n}", "marginal log-likelihood (nats)", i == 0, fontsize=10)
+    return save_figure(fig, path)

@@ -152,6 +152,25 @@ def focus_ylim(ax, rows: list[dict], keys: Sequence[str], tail: float = 0.01) ->
         ax.set_ylim(lo - pad, hi + pad)
 
 
+def finish_panel(ax, title: str, ylabel: str, legend: bool, fontsize: int = 9) -> None:
+    """A curve panel as the AEVB paper draws it: log x axis of training samples seen."""
+    ax.set_xscale("log")
+    ax.set_title(title, fontsize=fontsize)
+    ax.set_xlabel("# training samples evaluated", fontsize=fontsize - 1)
+    ax.set_ylabel(ylabel, fontsize=fontsize - 1)
+    ax.tick_params(labelsize=fontsize - 2)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+
+
+def save_figure(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
 def write_csv(rows: list[dict], path: Path) -> Path:
     """All rows (the union of their keys as columns) to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,20 @@
+"""Where the tests find the shared real data sets (``../shared/data`` beside the repo,
+or ``PYRO_VAE_DATA_DIR``); None when a file of some data set is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyro_vae.data import DATASETS, resolve_data_dir
+
+
+def find_shared_dir() -> Path | None:
+    """The first candidate data directory holding every data set's files."""
+    needed = [f for spec in DATASETS.values() for f in spec.files]
+    for directory in resolve_data_dir():
+        if all((directory / f.relpath).is_file() for f in needed):
+            return directory
+    return None
+
+
+SHARED = find_shared_dir()
