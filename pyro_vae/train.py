@@ -166,20 +166,48 @@ def _resume_or_start(exp: Experiment, run_dir: Path) -> TrainState:
     exp.module.load_state_dict(ckpt["module"])
     exp.inference.load_state_dict(ckpt["inference"])
     pyro.util.set_rng_state(ckpt["rng"])
-    return TrainState(**ckpt["state"])
+    state = TrainState(**ckpt["state"])
+    state.stopped = _still_stopped(state, exp.config.budget)
+    return state
+
+
+def _still_stopped(state: TrainState, budget) -> Optional[str]:
+    """Why a resumed run stays stopped under this invocation's ``[budget]`` (None: it
+    trains on). The time budget counts from each invocation's start, so a run stopped by
+    it continues; one stopped early or by its epochs continues when the new budget allows."""
+    if state.epoch >= budget.epochs:
+        return state.stopped or "budget"
+    if state.stopped == "early_stopping" and budget.patience is not None and state.bad_epochs >= budget.patience:
+        return state.stopped
+    return None
 
 
 def _read_checkpoint(exp: Experiment, run_dir: Path) -> Optional[dict]:
-    """``run_dir``'s checkpoint, or None for a new run (whose config.toml is written)."""
+    """``run_dir``'s checkpoint, or None for a new run (whose config.toml is written).
+
+    A run resumes under the config it was started with; only ``[budget]`` and ``[eval]``
+    may change (to train longer, or evaluate differently), and config.toml then records
+    the new values.
+    """
     cfg_path, ckpt_path = run_dir / "config.toml", run_dir / "checkpoint.pt"
     text = exp.config.to_toml()
     if ckpt_path.exists():
         if cfg_path.exists() and cfg_path.read_text() != text:
-            raise ConfigError(f"{run_dir} holds a run of another experiment (its config.toml differs): "
-                              "give a new run directory, or delete that one to start afresh")
+            changed = _changed_sections(Config.from_toml(cfg_path), exp.config)
+            if changed - {"budget", "eval"}:
+                raise ConfigError(
+                    f"{run_dir} holds a run of another experiment (its config.toml differs in "
+                    f"{sorted(changed - {'budget', 'eval'})}; only [budget] and [eval] may change on resume): "
+                    "give a new run directory, or delete that one to start afresh")
+            checkpoint.write_text(cfg_path, text)
         return checkpoint.load(ckpt_path)
     checkpoint.write_text(cfg_path, text)
     return None
+
+
+def _changed_sections(a: Config, b: Config) -> set[str]:
+    da, db = a.to_dict(), b.to_dict()
+    return {key for key in da if da[key] != db.get(key)}
 
 
 def _loader(exp: Experiment, epoch: int):

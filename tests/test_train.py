@@ -72,8 +72,19 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
 def test_resume_refuses_a_run_dir_of_another_experiment(tmp_path):
     train(config("budget.epochs=1"), tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="another experiment"):
+    with pytest.raises(ConfigError, match=r"another experiment .*\['model'\]"):
         train(config("budget.epochs=1", "model.z_dim=3"), tmp_path, progress=False)
+
+
+def test_a_finished_run_trains_on_under_a_larger_budget(tmp_path):
+    """[budget] may change on resume: more epochs continue the run (and are recorded in
+    its config.toml); the same budget again trains nothing more."""
+    train(config("budget.epochs=2"), tmp_path, progress=False)
+    _, state = train(config("budget.epochs=2"), tmp_path, progress=False)
+    assert state.epoch == 2 and len(read_log(tmp_path)) == 2
+    _, state = train(config("budget.epochs=3", "eval.plots=false"), tmp_path, progress=False)
+    assert state.epoch == 3 and state.stopped == "budget" and len(read_log(tmp_path)) == 3
+    assert "epochs = 3" in (tmp_path / "config.toml").read_text()
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
