@@ -26,7 +26,9 @@ Workloads: ``digits`` (the embedded 8x8 digits, 64-200-2 VAE, batch 100, the def
 config) and ``mnist`` (synthetic binary 28x28 data, the AEVB MNIST architecture
 784-500-20 with batch 100: the throughput does not depend on the pixel values), and
 ``mnist-b1000``, the same with a global batch of 1000 (ten times the arithmetic per
-gradient exchanged).
+gradient exchanged), and ``gae-digits``, the GAE on the digits (its prior over all
+1437 training points), whose processes also gather their cache rows every step (timed
+apart: ``cache_gather_ms_per_step``).
 """
 
 from __future__ import annotations
@@ -45,8 +47,30 @@ WORKLOADS = {
     "digits": ["model.hidden=[200]", "model.z_dim=2", "data.batch_size=100"],
     "mnist": ["model.hidden=[500]", "model.z_dim=20", "data.batch_size=100"],
     "mnist-b1000": ["model.hidden=[500]", "model.z_dim=20", "data.batch_size=1000"],
+    "gae-digits": ["model.name=gae", "model.hidden=[200]", "model.z_dim=2", "data.batch_size=100",
+                   "inference.elbo=trace_enum"],
 }
 COMMON = ["inference.elbo=meanfield", "eval.num_samples=0", "eval.plots=false"]
+
+
+class _Timer:
+    """Seconds spent in the GAE's gathers of its cache rows (``all_gather_rows``)."""
+    seconds = 0.0
+
+
+def _time_gathers() -> None:
+    from pyro_vae import distributed
+
+    real = distributed.all_gather_rows
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            _Timer.seconds += time.perf_counter() - t
+
+    distributed.all_gather_rows = timed
 SETUPS = [(1, 1), (1, 2), (2, 1)]  # (processes, threads per process)
 
 
@@ -100,6 +124,7 @@ def _steps(exp, sync, seconds: float, warmup: int = 20):
     if sync:
         sync.comm_seconds = sync.sync_seconds = 0.0
         sync.syncs = 0
+    _Timer.seconds = 0.0
     steps, start = 0, time.perf_counter()
     while True:
         step(*next(it))
@@ -116,6 +141,7 @@ def worker(workload: str, seconds: float) -> None:
     from pyro_vae import distributed
 
     parallel = distributed.init(timeout=120)
+    _time_gathers()
     exp = _experiment(workload)
     sync = distributed.GradientSync() if parallel else None
     numel = sum(p.numel() for p in exp.module.parameters())
@@ -127,6 +153,7 @@ def worker(workload: str, seconds: float) -> None:
     if sync:
         row["allreduce_ms_per_step"] = 1e3 * sync.comm_seconds / steps
         row["hook_ms_per_step"] = 1e3 * sync.sync_seconds / steps
+        row["cache_gather_ms_per_step"] = 1e3 * _Timer.seconds / steps
         flat = torch.zeros(numel + len(list(exp.module.parameters())))
         for _ in range(10):
             torch.distributed.all_reduce(flat)
@@ -179,12 +206,13 @@ def run_setup(workload: str, procs: int, threads: int, seconds: float) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| workload | setup | examples/s | step ms | all-reduce ms/step | hook ms/step | "
-             "isolated all-reduce ms (params) | tiny all-reduce ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "cache gathers ms/step | isolated all-reduce ms (params) | tiny all-reduce ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         f = lambda k: f"{r[k]:.2f}" if k in r else "-"  # noqa: E731
         lines.append(f"| {r['workload']} | {r['procs']} proc x {r['threads']} thr | {r['examples_per_s']:.0f} | "
                      f"{r['step_ms']:.2f} | {f('allreduce_ms_per_step')} | {f('hook_ms_per_step')} | "
+                     f"{f('cache_gather_ms_per_step') if r['workload'].startswith('gae') else '-'} | "
                      f"{f('isolated_allreduce_ms')} ({r['params']:,}) | {f('latency_allreduce_ms')} |")
     return "\n".join(lines)
 
