@@ -384,8 +384,8 @@ def clustered_neighbours(
 
     k-means (``iterations`` Lloyd steps on the means ``loc``, started from ``centroids``
     when given, else from exemplars drawn with ``seed``: a function of its inputs only,
-    so processes holding the same cache build the same lists) splits the ``n`` exemplars into
-    ``num_clusters`` (default ``√n``) cells; each exemplar's ``k`` neighbours are then
+    so processes holding the same cache build the same lists) splits the ``n``
+    exemplars into ``num_clusters`` (default ``√n``) cells; each exemplar's ``k`` neighbours are then
     searched exactly, by expected log-density, among the members of the ``probe`` cells
     whose centroids are nearest its own cell's (at least ``k + 1`` candidates). Cost
     about ``n · probe · n / num_clusters`` scores instead of ``n²``.
@@ -521,12 +521,6 @@ class ExemplarBank(nn.Module):
         self.loc.index_copy_(0, index, loc.detach())
         self.scale.index_copy_(0, index, scale.detach())
         self._update_features(index)
-
-    @torch.no_grad()
-    def improve_neighbours(self, index: torch.Tensor, extra: torch.Tensor) -> None:
-        """Replace the lists of exemplars ``index`` by :meth:`improved_neighbours`."""
-        if self.num_neighbours:
-            self.neighbours[index] = self.improved_neighbours(index, extra)
 
     @torch.no_grad()
     def improved_neighbours(self, index: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:

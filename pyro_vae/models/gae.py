@@ -98,9 +98,10 @@ encoder passes per step. ``estimator`` chooses how training calls form the prior
   ``Σ_j r_ij ∇_φ log q_φ(z_i|x_j)`` reaches every component in the pool, at most one
   epoch late; ``fresh`` optionally re-encodes each point's nearest listed neighbours
   with gradients at once. The model does all this itself, counting its training calls:
-  the training loop needs no hook. Under data-parallel training (:mod:`pyro_vae.distributed`) the cache
-  writes, list updates and deferred gradients are gathered from every process, so all
-  processes hold the same cache of all ``n`` points.
+  the training loop needs no hook. Under data-parallel training
+  (:mod:`pyro_vae.distributed`) the cache writes, list updates and deferred gradients
+  are gathered from every process, so all processes hold the same cache of all ``n``
+  points.
 
 Evaluation (held-out ELBO, :meth:`GAE.log_likelihood`, sampling) always uses the exact
 mixture over all ``n`` components, re-encoded with the current parameters whenever
