@@ -136,7 +136,8 @@ def parse_args(argv):
                    help="importance samples per face for a test log-likelihood (0: skip)")
     p.add_argument("--resume", action="store_true",
                    help="continue the runs under OUT from their checkpoints with the settings they were "
-                        "started with (ended runs are only evaluated again)")
+                        "started with (runs ended by their epochs or early stopping are only evaluated again; "
+                        "those stopped by the time budget train on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (the networks are small: one thread is fastest)")

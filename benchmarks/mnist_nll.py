@@ -106,10 +106,11 @@ def parse_args(argv):
     p.add_argument("--patience", type=int, default=100,
                    help="stop after this many epochs without a better validation ELBO")
     p.add_argument("--eval-samples", type=int, default=5000, help="importance samples k per test image")
-    p.add_argument("--eval-points", type=int, help="evaluate only the first N test images (a quick estimate)")
+    p.add_argument("--eval-points", type=int, help="evaluate a seeded random N of the test images (a quick estimate)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT/run from its checkpoint, with the settings it was started "
-                        "with (a run that already ended is only evaluated again)")
+                        "with (a run ended by its epochs or early stopping is only evaluated again; one "
+                        "stopped by the time budget trains on for another time budget)")
     p.add_argument("--binarize", choices=["dynamic", "static"], default="dynamic",
                    help="training data: grey MNIST resampled every batch, or the fixed binarization")
     p.add_argument("--z-dim", type=int, default=50)
