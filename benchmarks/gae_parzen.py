@@ -64,7 +64,7 @@ def trained(args, model: str, layers: int, run_dir: Path):
         return exp.module, run_facts(state, train_s)
     source = args.from_runs / f"{model}-L{layers}"
     exp, state = load_run(source)
-    return exp.module, {**run_facts(state, float("nan")), "trained_in": str(source)}
+    return exp.module, {**run_facts(state, None), "trained_in": str(source)}
 
 
 def run_one(args, model: str, layers: int, grey) -> dict:

@@ -69,7 +69,7 @@ def train_run(args, config: Config, run_dir: Path):
     return exp, state, time.time() - t0
 
 
-def run_facts(state, train_s: float) -> dict:
+def run_facts(state, train_s: Optional[float]) -> dict:
     return {"epochs": state.epoch, "stopped": state.stopped, "best_valid_elbo": state.best_valid,
             "train_s": train_s}
 
