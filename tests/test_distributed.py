@@ -58,6 +58,19 @@ def wait_all(procs, timeout=WAIT):
     return out
 
 
+def run_two_ranks(tmp_path, source: str, *args) -> list:
+    """Run the worker script ``source`` as ranks 0 and 1 with arguments ``tmp_path, *args``;
+    each must exit cleanly and leave ``tmp_path/rank<r>.pt``, returned in rank order."""
+    script, port = tmp_path / "worker.py", free_port()
+    script.write_text(source)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), *map(str, args)],
+                              env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+    for code, err in wait_all(procs):
+        assert code == 0, err
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
 # ----------------------------------------------------------------- one process
 
 
@@ -218,14 +231,7 @@ def test_every_gae_process_keeps_the_cache_of_all_training_points(tmp_path):
     lists and deferred gradients are bit-identical on both ranks."""
     overrides = FAST + ["model.name=gae", "model.exemplar_neighbours=8", "model.exemplar_fresh=2",
                         "data.batch_size=50", "data.binarize=static"]
-    script, port = tmp_path / "worker.py", free_port()
-    script.write_text(GAE_WORKER)
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), json.dumps(overrides), "6"],
-                              env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for r in range(2)]
-    for code, err in wait_all(procs):
-        assert code == 0, err
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = run_two_ranks(tmp_path, GAE_WORKER, json.dumps(overrides), 6)
     assert not set(ranks[0]["index"].tolist()) & set(ranks[1]["index"].tolist())  # disjoint shards
     for r in ranks:
         assert r["worst"] < 1e-5 and r["cleared"]
@@ -295,16 +301,9 @@ def test_every_gradient_based_algorithm_trains_data_parallel(tmp_path):
     from pyro_vae.inference import INFERENCE
 
     assert set(ALGORITHMS) | {"svi"} == set(INFERENCE), "a new algorithm: add it here"
-    script, port = tmp_path / "worker.py", free_port()
-    script.write_text(ALGORITHMS_WORKER)
     runs = {name: FAST + [f"inference.name={name}", "budget.epochs=1", *extra] for name, extra in ALGORITHMS.items()}
     runs["svi_nan"] = FAST + ["budget.epochs=3"]  # 12 steps an epoch: a NaN at step 15
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), json.dumps(runs), "15"],
-                              env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for r in range(2)]
-    for code, err in wait_all(procs):
-        assert code == 0, err
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = run_two_ranks(tmp_path, ALGORITHMS_WORKER, json.dumps(runs), 15)
     local_state = set()
     for name in ALGORITHMS:
         assert tensors_equal(ranks[0][name]["module"], ranks[1][name]["module"]) == "", name
