@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyro_vae import checkpoint, distributed
-from pyro_vae.config import Config, ConfigError
+from pyro_vae.config import BudgetConfig, Config, ConfigError
 from pyro_vae.data import DataSplits, check_likelihood, load_dataset
 from pyro_vae.inference import Inference, build_inference
 from pyro_vae.models import build_model
@@ -171,7 +171,7 @@ def _resume_or_start(exp: Experiment, run_dir: Path) -> TrainState:
     return state
 
 
-def _still_stopped(state: TrainState, budget) -> Optional[str]:
+def _still_stopped(state: TrainState, budget: BudgetConfig) -> Optional[str]:
     """Why a resumed run stays stopped under this invocation's ``[budget]`` (None: it
     trains on). The time budget counts from each invocation's start, so a run stopped by
     it continues; one stopped early or by its epochs continues when the new budget allows."""
