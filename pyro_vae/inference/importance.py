@@ -73,7 +73,23 @@ class _RecordingRenyiELBO(pyro.infer.RenyiELBO):
         return traces
 
 
-class IWAE:
+class _OneOptimizer:
+    """What IWAE and VIMCO share: one optimizer over all the module's parameters (its
+    state is theirs) and the guide's ELBO as the evaluation."""
+
+    optimizer: torch.optim.Optimizer
+
+    def evaluate(self, x: torch.Tensor) -> float:
+        return evaluate_elbo(self.model, self.guide, x)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class IWAE(_OneOptimizer):
     """The IWAE bound with K particles, via ``pyro.infer.RenyiELBO(alpha=0)``.
 
     Args:
@@ -93,16 +109,14 @@ class IWAE:
 
     def _check(self, x: torch.Tensor) -> None:
         with poutine.block(), torch.no_grad(), preserved_rng():
-            tr = particle_traces(self.model, self.guide, x[:2], None, None, 1,
-                                 max_plate_nesting(self.model, self.guide, x[:2]))
+            nesting = max_plate_nesting(self.model, self.guide, x[:2])  # what RenyiELBO would guess
+            tr = particle_traces(self.model, self.guide, x[:2], None, None, 1, nesting)
         discrete = non_reparameterized_sites(tr)
         if discrete:
             raise ConfigError(
                 f"[inference] name = \"iwae\" needs reparameterizable guide sites, but {discrete} "
                 "cannot be reparameterized (discrete latents): use name = \"vimco\""
             )
-        with preserved_rng():  # what RenyiELBO would guess (and log) at its first call
-            nesting = max_plate_nesting(self.model, self.guide, x[:2])
         self.elbo.max_plate_nesting = nesting + (1 if self.num_particles > 1 else 0)
         self._checked = True
 
@@ -132,14 +146,6 @@ class IWAE:
         total = total - sum(_per_point_log_prob(s, dim, shape).detach() for s in guide_sites)
         return total.mean().item()
 
-    def evaluate(self, x: torch.Tensor) -> float:
-        return evaluate_elbo(self.model, self.guide, x)
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def vimco_surrogate(log_w: torch.Tensor, log_q_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +169,7 @@ def vimco_surrogate(log_w: torch.Tensor, log_q_score: torch.Tensor) -> tuple[tor
     return surrogate, bound
 
 
-class VIMCO:
+class VIMCO(_OneOptimizer):
     """The K-sample bound with VIMCO's gradient for discrete (non-reparameterized)
     guide sites and the pathwise gradient for the others; see the module docstring."""
 
@@ -187,11 +193,3 @@ class VIMCO:
         self.optimizer.step()
         return {"iwae": bound.detach().mean().item(), "elbo": tr.log_w.detach().mean().item()}
 
-    def evaluate(self, x: torch.Tensor) -> float:
-        return evaluate_elbo(self.model, self.guide, x)
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
