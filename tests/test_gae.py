@@ -8,10 +8,10 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from inference_models import digits, one_thread  # noqa: F401  (fixtures)
 from pyro.infer import TraceEnum_ELBO
 
 from pyro_vae.config import Config, ConfigError
-from pyro_vae.data import load_dataset
 from pyro_vae.models import GAE, build_model, fit_em
 from pyro_vae.models.exemplars import (
     ExemplarBank,
@@ -26,18 +26,13 @@ from pyro_vae.models.exemplars import (
 N = 60  # exemplars in the small data sets
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and much faster on busy shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", binarize="static")
+@torch.no_grad()
+def own_excluded_log_probs(gae, z, index):
+    """``(B, n)``: ``log q(z_b | x_j)`` for every exemplar ``j``, ``-inf`` at ``j = index[b]``."""
+    loc, scale = gae.guide.encoder(gae.exemplars)
+    table = dist.Normal(loc, scale).to_event(1).log_prob(z.unsqueeze(-2))
+    table[torch.arange(len(index)), index] = -math.inf
+    return table
 
 
 def small_gae(digits, n=N, seed=0, **kw):
@@ -223,10 +218,7 @@ def test_infer_discrete_gives_the_most_responsible_exemplar(digits):
     index = torch.arange(8)
     x = gae.exemplars[index]
     z = guide_sample(gae, x, index, N, seed=12)["value"].detach()
-    with torch.no_grad():
-        loc, scale = gae.guide.encoder(gae.exemplars)
-        logits = dist.Normal(loc, scale).to_event(1).log_prob(z.unsqueeze(-2))
-        logits[torch.arange(8), index] = -math.inf
+    logits = own_excluded_log_probs(gae, z, index)
     assert torch.equal(gae.explain(x, index, z=z), logits.argmax(-1))
     pyro.set_rng_seed(12)
     draws = torch.stack([gae.explain(x, index, temperature=1, z=z) for _ in range(40)])
@@ -254,10 +246,7 @@ def test_em_bound_is_below_the_enumerated_elbo(digits):
     x = gae.exemplars[index]
     z = guide_sample(gae, x, index, N, seed=7)["value"].detach()
     with torch.no_grad():
-        loc, scale = gae.guide.encoder(gae.exemplars)
-        table = dist.Normal(loc, scale).to_event(1).log_prob(z.unsqueeze(-2))
-        table[torch.arange(6), index] = -math.inf
-        table = table - math.log(N - 1)
+        table = own_excluded_log_probs(gae, z, index) - math.log(N - 1)
         enumerated = table.logsumexp(-1)
         exact_r = table.softmax(-1)
         other_r = (exact_r + 0.5 * torch.rand_like(exact_r)).masked_fill(torch.isinf(table), 0)
