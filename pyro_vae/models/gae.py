@@ -135,14 +135,7 @@ from pyro_vae.models.exemplars import (
     take,
 )
 from pyro_vae.models.vae import VAE, _batch_size
-from pyro_vae.plates import data_plate
-
-try:
-    from pyro_vae.plates import register_module
-except ImportError:  # older plates.py: always register
-    def register_module(name: str, module: nn.Module) -> nn.Module:
-        pyro.module(name, module)
-        return module
+from pyro_vae.plates import data_plate, register_module
 
 ESTIMATORS = ("knn", "exact", "random")
 #: Random exemplars (besides the minibatch) offered to each step's neighbour-list update.
