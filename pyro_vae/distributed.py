@@ -50,12 +50,12 @@ the first four hold, as for SVI, IWAE, VIMCO, wake-sleep and RWS):
 4. Keep ``state_dict()`` global (the checkpoint is rank 0's): state adapted from the
    batch must be adapted from global figures (:func:`global_mean`, e.g. an HMC step
    size tuned to the acceptance rate), and per-data-point state (MCMC chains, caches)
-   must be written on every rank for the whole global batch (:func:`all_gather_rows` of
-   the batch ``index`` and of the rows' new values).
+   must be written on every rank for the whole global batch (:func:`all_gather_indexed`
+   of the batch ``index`` and the rows' new values).
 
 A model whose prior reads statistics of all ``n`` training points (the GAE's exemplar
 mixture) must keep them identical on every rank: write the global batch's fresh rows
-with :func:`all_gather_rows` after each step, compute full refreshes a shard per rank
+with :func:`all_gather_indexed` after each step, compute full refreshes a shard per rank
 (:func:`shard_range`) and gather them, and scale any gradient it accumulates outside
 ``.grad`` by :func:`grad_weight` before summing it across ranks. Collectives must be
 called by every rank the same number of times, in the same order, outside a
@@ -236,6 +236,24 @@ def all_gather_rows(tensor: torch.Tensor, sizes: Optional[list[int]] = None) -> 
     parts = [torch.empty_like(padded) for _ in sizes]
     _collective(dist.all_gather, parts, padded)
     return torch.cat([p[:s] for p, s in zip(parts, sizes)])
+
+
+def all_gather_indexed(index: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's positions ``index (m_r,)`` and their ``values (m_r, ...)``, concatenated
+    in rank order, in one collective: ``(index, values)`` as they are when alone.
+
+    The pair travels as one float64 table, exact for float32 (or integer) values and
+    positions below 2**53; ``values`` come back in their own dtype. For per-row state of
+    the whole data set (caches, MCMC chains) written from each rank's batch rows::
+
+        rows, stats = all_gather_indexed(index, stats)
+        cache[rows] = stats                          # the same cache on every rank
+    """
+    if not is_active():
+        return index, values
+    table = torch.cat([index.reshape(-1, 1).double(), values.reshape(len(index), -1).double()], -1)
+    table = all_gather_rows(table)
+    return table[:, 0].long(), table[:, 1:].to(values.dtype).reshape((-1,) + values.shape[1:])
 
 
 def sum_and_share(values: Iterable[float]) -> list[float]:

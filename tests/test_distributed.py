@@ -106,6 +106,8 @@ def test_every_helper_is_the_identity_without_a_process_group(monkeypatch):
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
     t = torch.arange(6.0).view(3, 2)
     assert distributed.all_gather_rows(t) is t
+    index = torch.tensor([4, 1, 0])
+    assert all(a is b for a, b in zip(distributed.all_gather_indexed(index, t), (index, t)))
     assert distributed.shard_range(7) == (0, 7) and distributed.shard_sizes(7) == [7]
     assert distributed.sum_and_share([1.5, 2.0]) == [1.5, 2.0]
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}

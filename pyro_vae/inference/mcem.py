@@ -176,12 +176,8 @@ class MCEM:
         """Store the chains' states ``z (C, B, dim)`` of points ``index``; under several
         processes every rank stores the whole global batch's (gathered), so the chains
         of all points are the same on every rank, and in its checkpoint."""
-        if distributed.is_active():
-            c, b, d = z.shape
-            packed = torch.cat([index.double().unsqueeze(-1), z.transpose(0, 1).reshape(b, c * d).double()], -1)
-            packed = distributed.all_gather_rows(packed)
-            index, z = packed[:, 0].long(), packed[:, 1:].float().reshape(-1, c, d).transpose(0, 1)
-        self.chains[:, index] = z
+        index, z = distributed.all_gather_indexed(index, z.transpose(0, 1))  # rows: points
+        self.chains[:, index] = z.transpose(0, 1)
         self.visited[index] = True
 
     def m_step(self, x: torch.Tensor, z: torch.Tensor, index: Optional[torch.Tensor] = None,

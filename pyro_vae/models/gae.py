@@ -463,8 +463,7 @@ class GAE(VAE):
         rows = torch.cat([r.reshape(-1) for r, _, _ in pending])
         grads = torch.cat([torch.cat([_grad(w).reshape(-1, w.shape[-1]), _grad(c).reshape(-1, 1)], -1) * weight
                            for _, (w, c), weight in pending])
-        if distributed.is_active():
-            rows, grads = _unpack(distributed.all_gather_rows(_pack(rows, grads)))
+        rows, grads = distributed.all_gather_indexed(rows, grads)
         self.bank.grad_w.index_add_(0, rows, grads[:, :-1])
         self.bank.grad_c.index_add_(0, rows, grads[:, -1])
 
@@ -618,9 +617,8 @@ class GAE(VAE):
                             for _, loc, scale in fresh])
         is_batch = torch.zeros(len(rows), 1)
         is_batch[: len(index)] = 1.0
-        if distributed.is_active():
-            rows, packed = _unpack(distributed.all_gather_rows(_pack(rows, torch.cat([is_batch, stats_], -1))))
-            is_batch, stats_ = packed[:, :1], packed[:, 1:]
+        rows, packed = distributed.all_gather_indexed(rows, torch.cat([is_batch, stats_], -1))
+        is_batch, stats_ = packed[:, :1], packed[:, 1:]
         batch = is_batch[:, 0] > 0
         for part in (batch, ~batch):  # the minibatch first, then the re-encoded neighbours
             if bool(part.any()):
@@ -633,11 +631,8 @@ class GAE(VAE):
         if self.improve and pool.near is not None and pool.explore is not None:
             # candidates: the global batch and this rank's random exemplars
             explore = torch.cat([global_index, pool.explore[len(index):]])
-            lists = self.bank.improved_neighbours(index, explore)
-            mine = index
-            if distributed.is_active():
-                mine, lists = _unpack(distributed.all_gather_rows(_pack(index, lists.double())))
-            self.bank.neighbours[mine] = lists.long()
+            mine, lists = distributed.all_gather_indexed(index, self.bank.improved_neighbours(index, explore))
+            self.bank.neighbours[mine] = lists
 
     @torch.no_grad()
     def refresh(self, exact: Optional[bool] = None) -> None:
@@ -832,16 +827,6 @@ class GAE(VAE):
 
 def _grad(t: torch.Tensor) -> torch.Tensor:
     return t.grad if t.grad is not None else torch.zeros_like(t)
-
-
-def _pack(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``(m,)`` positions and ``(m, k)`` values as one float64 table (exact for both:
-    float32 values and positions below 2**53), to gather them in one collective."""
-    return torch.cat([rows.reshape(-1, 1).double(), values.reshape(len(rows), -1).double()], -1)
-
-
-def _unpack(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return table[:, 0].long(), table[:, 1:].float()
 
 
 def _splice(features: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor,
