@@ -2,7 +2,8 @@
 
 Both train the GAE and the VAE the same way (``[500] * L`` layers, ``z_dim`` 40, ReLU,
 Bernoulli decoder, Adam 1e-3, batch 100, early stopping on the validation ELBO; the GAE
-with ``lambda1 = lambda2 = 0.05`` and its default "knn" estimator), one run directory
+with ``lambda1 = lambda2 = 0.05`` and its default "knn" estimator; options change the
+widths, activation (e.g. ``glu``: VampPrior's gated layers) and a KL warm-up), one run directory
 ``<model>-L<layers>`` per (model, depth) under ``--out``. Each run writes its
 ``result.json``; the table is built from every ``result.json`` under ``--out``, so that
 several invocations (e.g. the VAE and the GAE in two processes) fill one table.
@@ -33,6 +34,8 @@ def add_run_arguments(p: argparse.ArgumentParser, layers: list[int], models: lis
     p.add_argument("--activation", default="relu")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-epochs", type=int, default=0,
+                   help="KL warm-up: the latent terms' weight rises linearly to 1 over this many epochs")
     p.add_argument("--epochs", type=int, default=1000, help="epoch budget per run")
     p.add_argument("--patience", type=int, default=50, help="early stopping on the validation ELBO")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget per run")
@@ -51,6 +54,7 @@ def make_config(args, model: str, layers: int, data: str, binarize: str) -> Conf
         "data": {"name": data, "data_dir": args.data_dir, "binarize": binarize, "batch_size": args.batch_size},
         "model": {"name": model, "z_dim": args.z_dim, "hidden": [args.hidden_size] * layers,
                   "activation": args.activation, "likelihood": "bernoulli"},
+        "inference": {"warmup_epochs": args.warmup_epochs},
         "optim": {"name": "adam", "lr": args.lr},
         "budget": {"epochs": args.epochs, "patience": args.patience, "max_minutes": args.max_minutes},
         "eval": {"num_samples": 0, "plots": False},

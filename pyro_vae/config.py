@@ -101,6 +101,11 @@ class InferenceConfig:
     m_steps: int = 5
     #: "mcem": also fit the guide (ELBO on φ only) so the logged ELBO is meaningful.
     fit_guide: bool = True
+    #: "svi": β, the weight of the latent sites' terms (the KL) in the training ELBO
+    #: (β-VAE: β ≠ 1); see pyro_vae.inference.annealing.
+    kl_weight: float = 1.0
+    #: "svi": warm-up epochs T: β rises linearly as min(1, epoch / T) (0: no warm-up).
+    warmup_epochs: int = 0
 
 
 @dataclass

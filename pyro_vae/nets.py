@@ -13,7 +13,12 @@ ACTIVATIONS = {
     "softplus": nn.Softplus,
     "elu": nn.ELU,
     "sigmoid": nn.Sigmoid,
+    # Gated linear unit (Dauphin et al. 2017): a ⊙ sigmoid(b) of the layer's two halves;
+    # the gated dense layers of VampPrior (Tomczak & Welling 2018).
+    "glu": nn.GLU,
 }
+#: Activations that halve their input: the Linear layer before them is twice as wide.
+GATED = frozenset({"glu"})
 
 
 def activation(name: str) -> nn.Module:
@@ -27,7 +32,8 @@ def activation(name: str) -> nn.Module:
 
 
 def mlp(in_dim: int, hidden: Sequence[int], act: str = "tanh") -> tuple[nn.Sequential, int]:
-    """A stack of ``Linear -> act`` layers of widths ``hidden``.
+    """A stack of ``Linear -> act`` layers of widths ``hidden`` (for a gated ``act``,
+    :data:`GATED`, each Linear outputs twice the width and the gate halves it).
 
     Returns the network and its output width (``in_dim`` when ``hidden`` is empty).
     """
@@ -36,7 +42,7 @@ def mlp(in_dim: int, hidden: Sequence[int], act: str = "tanh") -> tuple[nn.Seque
     for h in hidden:
         if h < 1:
             raise ValueError(f"hidden layer widths must be positive, got {list(hidden)}")
-        layers += [nn.Linear(width, h), activation(act)]
+        layers += [nn.Linear(width, 2 * h if act in GATED else h), activation(act)]
         width = h
     return nn.Sequential(*layers), width
 

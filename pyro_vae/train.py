@@ -222,6 +222,8 @@ def _loader(exp: Experiment, epoch: int):
 def _train_epoch(exp: Experiment, state: TrainState, run_dir: Path, bar: tqdm,
                  sync: Optional[distributed.GradientSync] = None) -> None:
     cfg, loader = exp.config, _loader(exp, state.epoch)
+    if hasattr(exp.inference, "start_epoch"):  # e.g. SVI's warm-up schedule
+        exp.inference.start_epoch(state.epoch)
     num_data, total, shown, started = len(exp.data.train), 0.0, 0.0, time.perf_counter()
     # Every global batch has this many rows (drop_last, or one batch of all the data);
     # this rank's shard weighs len(x) / batch in the gradient and ELBO sums over ranks.

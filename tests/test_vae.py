@@ -29,6 +29,16 @@ def test_shapes_of_model_and_guide_sites(likelihood):
     assert len(list(vae.decoder.body)) == 4  # two hidden layers, each Linear + activation
 
 
+def test_gated_layers_keep_their_widths_and_gate_half_the_linear_output():
+    vae = VAE(64, z_dim=3, hidden=(16, 8), activation="glu")
+    linear, gate = vae.decoder.body[0], vae.decoder.body[1]
+    assert linear.out_features == 32 and vae.decoder.body[2].in_features == 16
+    z = torch.randn(5, 3)
+    a, b = linear(z).chunk(2, -1)
+    torch.testing.assert_close(gate(linear(z)), a * torch.sigmoid(b))
+    assert vae.guide.encoder(torch.rand(5, 64).round())[0].shape == (5, 3)
+
+
 def test_minibatch_plate_scales_log_likelihood_by_data_size():
     vae = VAE(64, z_dim=2, hidden=(8,))
     x = torch.rand(4, 64).round()

@@ -5,7 +5,9 @@
 :data:`INFERENCE`. The algorithms:
 
 * ``"svi"`` -- AEVB/SGVB: gradient ascent on the ELBO (``elbo = "meanfield"``,
-  ``"trace"``, ``"trace_enum"``, ...); :mod:`pyro_vae.inference.svi`.
+  ``"trace"``, ``"trace_enum"``, ...); :mod:`pyro_vae.inference.svi`. Its
+  ``kl_weight`` (β-VAE) and ``warmup_epochs`` (KL warm-up) weigh the latent terms:
+  :mod:`pyro_vae.inference.annealing`.
 * ``"wake_sleep"`` -- classic single-sample wake-sleep; ``"rws"`` -- reweighted
   wake-sleep with ``num_particles`` K >= 2 (Pyro's ``ReweightedWakeSleep``, made
   correct for minibatches); :mod:`pyro_vae.inference.wake_sleep`.
@@ -38,7 +40,7 @@ def _svi(config: Config, module: nn.Module) -> SVI:
     elbo = inf.elbo
     if elbo == "auto":
         elbo = "trace_enum" if getattr(module, "has_enumerated_latents", False) else "meanfield"
-    return SVI(module, elbo, inf.num_particles, opt.name, opt.lr)
+    return SVI(module, elbo, inf.num_particles, opt.name, opt.lr, inf.kl_weight, inf.warmup_epochs)
 
 
 def _wake_sleep(config: Config, module: nn.Module) -> WakeSleep:
@@ -80,6 +82,10 @@ def build_inference(config: Config, module: nn.Module) -> Inference:
     name = config.inference.name
     if name not in INFERENCE:
         raise ConfigError(f"[inference] name = {name!r} is unknown: choose one of {sorted(INFERENCE)}")
+    inf = config.inference
+    if name != "svi" and (inf.kl_weight != 1.0 or inf.warmup_epochs):
+        raise ConfigError(f"[inference] kl_weight and warmup_epochs weigh the ELBO of \"svi\"; "
+                          f"{name!r} does not use them: remove them or use name = \"svi\"")
     try:
         return INFERENCE[name](config, module)
     except ValueError as e:

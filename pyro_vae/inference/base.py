@@ -10,7 +10,9 @@ import torch
 class Inference(Protocol):
     """One training algorithm bound to a model and its guide.
 
-    The loop only calls these; it knows nothing of the model.
+    The loop only calls these (and ``start_epoch(epoch)``, with the 0-based epoch,
+    before each epoch's steps where an algorithm has it: SVI's warm-up); it knows
+    nothing of the model.
     """
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:

@@ -40,6 +40,7 @@ import pyro.infer
 import torch
 from torch import nn
 
+from pyro_vae.inference.annealing import check_annealing, kl_weight_at, scale_latents
 from pyro_vae.plates import module_registration_skipped
 
 
@@ -126,11 +127,21 @@ class SVI:
 
     ``module`` is an ``nn.Module`` with ``model`` and ``guide`` callables taking
     ``(x, index, num_data)`` and holding every trainable parameter.
+
+    ``kl_weight`` (β) and ``warmup_epochs`` (T) weigh the latent sites' terms of the
+    training ELBO by ``β · min(1, (epoch + 1) / T)`` (:mod:`pyro_vae.inference.annealing`;
+    the training loop calls :meth:`start_epoch`); :meth:`evaluate` is always the ELBO.
     """
 
     def __init__(self, module: nn.Module, elbo: str = "meanfield", num_particles: int = 1,
-                 optimizer: str = "adam", lr: float = 1e-3):
+                 optimizer: str = "adam", lr: float = 1e-3, kl_weight: float = 1.0, warmup_epochs: int = 0):
+        check_annealing(kl_weight, warmup_epochs)
+        if warmup_epochs and elbo.startswith("jit"):
+            raise ValueError(f"a warm-up changes the ELBO's weight every epoch, but the compiled ELBO {elbo!r} "
+                             f"keeps the weight it was traced with: use elbo = {elbo.removeprefix('jit_')!r}")
         self.module = module
+        self.kl_weight, self.warmup_epochs = float(kl_weight), warmup_epochs
+        self.beta = kl_weight_at(0, self.kl_weight, warmup_epochs)
         # Bound once: the JIT ELBOs key their compiled code on id(model) and id(guide),
         # and ``module.model`` makes a new bound-method object at every access.
         self.model, self.guide = module.model, module.guide
@@ -144,8 +155,14 @@ class SVI:
         self.optimizer = make_optimizer(optimizer, module.parameters(), lr)
         self._validated = False
 
+    def start_epoch(self, epoch: int) -> None:
+        """Set β for the 0-based ``epoch`` (the warm-up schedule)."""
+        self.beta = kl_weight_at(epoch, self.kl_weight, self.warmup_epochs)
+
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
-        with self._fast_path():
+        """One step; ``"elbo"`` is the training objective: the β-weighted ELBO while β ≠ 1."""
+        weighted = scale_latents(self.beta) if self.beta != 1.0 else contextlib.nullcontext()
+        with self._fast_path(), weighted:
             # index is positional: the JIT keys its cache on keyword values, not on tensors.
             loss = differentiable_loss(self._step_elbo(x), self.model, self.guide, x, index,
                                        num_data=num_data)
