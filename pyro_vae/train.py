@@ -275,6 +275,10 @@ def _end_epoch(exp: Experiment, state: TrainState, start: float, parallel: bool 
     if parallel:
         lo, hi = distributed.shard_range(len(valid_set))
         share = exp.inference.evaluate(valid_set[lo:hi]) * (hi - lo) / len(valid_set) if hi > lo else 0.0
+        if hi == lo and len(valid_set):
+            # No rows here (fewer than processes): evaluate one anyway, unweighted, so that
+            # every rank has the same side effects (the GAE re-encodes its cache).
+            exp.inference.evaluate(valid_set[:1])
         main, elapsed = distributed.is_main(), time.perf_counter() - start
         row["train_elbo"], valid, elapsed, row["seconds"] = distributed.sum_and_share(
             [row["train_elbo"], share, elapsed if main else 0.0, row["seconds"] if main else 0.0])

@@ -242,6 +242,37 @@ def test_every_gae_process_keeps_the_cache_of_all_training_points(tmp_path):
     assert int(bank["bank.steps"]) == 6 and bank["bank.grad_w"].abs().sum() > 0
 
 
+ONE_VALID_ROW_WORKER = textwrap.dedent("""
+    import dataclasses, json, sys, torch
+    from pyro_vae import distributed, train as loop
+    from pyro_vae.config import Config
+
+    out, overrides = sys.argv[1], json.loads(sys.argv[2])
+    real_build = loop.build
+
+    def build(config):  # a validation set of one row: rank 1 has none of it
+        exp = real_build(config)
+        exp.data = dataclasses.replace(exp.data, valid=exp.data.valid[:1], valid_labels=exp.data.valid_labels[:1])
+        return exp
+
+    loop.build = build
+    exp, state = loop.train(Config().with_overrides(overrides), f"{out}/run", progress=False)
+    bank = {k: v for k, v in exp.module.state_dict().items() if k.startswith("bank.")}
+    torch.save({"bank": bank, "history": state.history}, f"{out}/rank{distributed.rank()}.pt")
+    distributed.shutdown(barrier=True)
+""")
+
+
+def test_gae_caches_agree_when_a_process_has_no_validation_rows(tmp_path):
+    """A validation set smaller than the number of processes: the rank without rows
+    still re-encodes the GAE's cache at the epoch's end, as the rank with them does."""
+    overrides = FAST + ["model.name=gae", "model.exemplar_neighbours=8", "data.binarize=static",
+                        "budget.epochs=2"]
+    ranks = run_two_ranks(tmp_path, ONE_VALID_ROW_WORKER, json.dumps(overrides))
+    assert tensors_equal(ranks[0]["bank"], ranks[1]["bank"]) == ""
+    assert ranks[0]["history"] == ranks[1]["history"] and ranks[0]["history"][-1]["valid_elbo"] is not None
+
+
 ALGORITHMS_WORKER = textwrap.dedent("""
     import json, sys, torch
     from pyro_vae import distributed
