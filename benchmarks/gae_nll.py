@@ -41,13 +41,16 @@ printed) of every run found under ``--out``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
 
 from gae_runs import add_run_arguments, make_config, random_subset, run_all, run_facts, save_result, train_run
+from pyro_vae import checkpoint
 from pyro_vae.evaluation import log_likelihood
 
 PAPER = {"vae": {1: -107.18, 2: -96.94, 3: -97.62, 4: -102.97}, "gae": {1: -97.66, 2: -96.91, 3: -95.76, 4: -94.66}}
@@ -70,8 +73,10 @@ def run_one(args, model: str, layers: int) -> dict:
     pyro.set_rng_seed(args.seed)
     t0 = time.time()
     ll = log_likelihood(exp.module, test, num_samples=args.eval_samples)
+    checkpoint.save({"per_point": ll.per_point}, run_dir / "test_ll.pt")  # for the paired GAE - VAE difference
     row = {"model": model, "layers": layers, "test_nll": -ll.mean, "stderr": ll.stderr,
-           "eval_samples": args.eval_samples, "test_points": len(test), **run_facts(state, train_s),
+           "eval_samples": args.eval_samples, "test_points": len(test), "eval_seed": args.seed,
+           **run_facts(state, train_s),
            "eval_s": time.time() - t0, "paper_ll": PAPER[model].get(layers)}
     if model == "gae":
         idx = torch.randperm(exp.module.num_exemplars)[: args.diagnostic_points]
@@ -80,7 +85,20 @@ def run_one(args, model: str, layers: int) -> dict:
     return row
 
 
-def print_table(rows: list[dict]) -> None:
+def paired_difference(v: dict, g: dict, vae_dir: Path, gae_dir: Path) -> str:
+    """GAE − VAE test NLL; ``± the paired standard error`` when both runs saved their
+    per-image estimates on the same images (same subset and seed)."""
+    diff = f"{g['test_nll'] - v['test_nll']:+.2f}"
+    files = vae_dir / "test_ll.pt", gae_dir / "test_ll.pt"
+    same = all(v.get(k) == g.get(k) for k in ("test_points", "eval_samples", "eval_seed"))
+    if not (same and all(f.exists() for f in files)):
+        return diff
+    vae_ll, gae_ll = (checkpoint.load(f)["per_point"] for f in files)
+    d = vae_ll - gae_ll  # log p_VAE − log p_GAE = NLL_GAE − NLL_VAE
+    return f"{diff} ± {d.std().item() / math.sqrt(len(d)):.2f} (paired)"
+
+
+def print_table(rows: list[dict], out: Path) -> None:
     by = {(r["model"], r["layers"]): r for r in rows}
     print("\nTest NLL (nats, lower is better; k importance samples per image, n test images)\n")
     print("| hidden layers | VAE | GAE | GAE - VAE | paper VAE / GAE (log-lik.) |")
@@ -89,7 +107,7 @@ def print_table(rows: list[dict]) -> None:
         v, g = by.get(("vae", layers)), by.get(("gae", layers))
         cell = lambda r: (f"{r['test_nll']:.2f} ± {r['stderr']:.2f} (k={r['eval_samples']}, n={r['test_points']}, "
                           f"{r['epochs']} ep.)" if r else "-")
-        diff = f"{g['test_nll'] - v['test_nll']:+.2f}" if v and g else "-"
+        diff = paired_difference(v, g, out / f"vae-L{layers}", out / f"gae-L{layers}") if v and g else "-"
         print(f"| {layers} | {cell(v)} | {cell(g)} | {diff} | {PAPER['vae'].get(layers)} / {PAPER['gae'].get(layers)} |")
     gae_rows = [r for r in rows if r["model"] == "gae"]
     if gae_rows:
@@ -103,7 +121,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    print_table(run_all(args, run_one))
+    print_table(run_all(args, run_one), args.out)
     return 0
 
 
