@@ -274,11 +274,12 @@ def _end_epoch(exp: Experiment, state: TrainState, start: float, parallel: bool 
     valid_set = exp.data.valid
     if parallel:
         lo, hi = distributed.shard_range(len(valid_set))
-        share = exp.inference.evaluate(valid_set[lo:hi]) * (hi - lo) / len(valid_set) if hi > lo else 0.0
-        if hi == lo and len(valid_set):
-            # No rows here (fewer than processes): evaluate one anyway, unweighted, so that
-            # every rank has the same side effects (the GAE re-encodes its cache).
-            exp.inference.evaluate(valid_set[:1])
+        if hi > lo:
+            share = exp.inference.evaluate(valid_set[lo:hi]) * (hi - lo) / len(valid_set)
+        else:
+            share = 0.0
+            if len(valid_set):  # fewer rows than processes: evaluate one anyway, unweighted,
+                exp.inference.evaluate(valid_set[:1])  # for the same side effects (the GAE's cache)
         main, elapsed = distributed.is_main(), time.perf_counter() - start
         row["train_elbo"], valid, elapsed, row["seconds"] = distributed.sum_and_share(
             [row["train_elbo"], share, elapsed if main else 0.0, row["seconds"] if main else 0.0])

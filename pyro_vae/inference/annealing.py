@@ -43,8 +43,7 @@ class scale_latents(Messenger):
     """
 
     def __init__(self, weight: float):
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
-            raise ValueError(f"the latent sites' weight must be a finite number > 0, got {weight!r}")
+        _check_weight("the latent sites' weight", weight)
         super().__init__()
         self.weight = float(weight)
 
@@ -63,8 +62,11 @@ def kl_weight_at(epoch: int, kl_weight: float = 1.0, warmup_epochs: int = 0) -> 
 
 def check_annealing(kl_weight: float, warmup_epochs: int) -> None:
     """Clear errors for a β or a warm-up length that cannot be used."""
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not (
-            math.isfinite(kl_weight) and kl_weight > 0):
-        raise ValueError(f"kl_weight (β) must be a finite number > 0, got {kl_weight!r}")
+    _check_weight("kl_weight (β)", kl_weight)
     if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be an integer >= 0 (0: no warm-up), got {warmup_epochs!r}")
+
+
+def _check_weight(name: str, weight) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {weight!r}")

@@ -147,7 +147,6 @@ class IWAE(_OneOptimizer):
         return total.mean().item()
 
 
-
 def vimco_surrogate(log_w: torch.Tensor, log_q_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-point VIMCO surrogate and bound, each ``(batch,)``, from ``(K, batch)`` inputs.
 
@@ -192,4 +191,3 @@ class VIMCO(_OneOptimizer):
         loss.backward()
         self.optimizer.step()
         return {"iwae": bound.detach().mean().item(), "elbo": tr.log_w.detach().mean().item()}
-
