@@ -26,14 +26,13 @@ the same images, paired: does the GAE's prior help an encoder that was not train
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from unittest import mock
 
 import pyro
 import torch
 
-from gae_runs import random_subset
+from gae_runs import paired, random_subset
 from pyro_vae.evaluation import log_likelihood
 from pyro_vae.models import GAE, VAE
 from pyro_vae.train import build, load_run
@@ -72,8 +71,8 @@ def as_gae(exp) -> GAE:
 
 
 def cell(ll: torch.Tensor, base: torch.Tensor) -> str:
-    d = base - ll  # NLL − the first row's NLL, per image
-    return f"{-ll.mean().item():.2f} ({d.mean().item():+.2f} ± {d.std().item() / math.sqrt(len(d)):.2f})"
+    mean, stderr = paired(base - ll)  # NLL − the first row's NLL, per image
+    return f"{-ll.mean().item():.2f} ({mean:+.2f} ± {stderr:.2f})"
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,6 @@ printed) of every run found under ``--out``.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -49,7 +48,8 @@ from pathlib import Path
 import pyro
 import torch
 
-from gae_runs import add_run_arguments, make_config, random_subset, run_all, run_facts, save_result, train_run
+from gae_runs import (add_run_arguments, make_config, paired, random_subset, run_all, run_facts, save_result,
+                      train_run)
 from pyro_vae import checkpoint
 from pyro_vae.evaluation import log_likelihood
 
@@ -94,8 +94,8 @@ def paired_difference(v: dict, g: dict, vae_dir: Path, gae_dir: Path) -> str:
     if not (same and all(f.exists() for f in files)):
         return diff
     vae_ll, gae_ll = (checkpoint.load(f)["per_point"] for f in files)
-    d = vae_ll - gae_ll  # log p_VAE − log p_GAE = NLL_GAE − NLL_VAE
-    return f"{diff} ± {d.std().item() / math.sqrt(len(d)):.2f} (paired)"
+    _, stderr = paired(vae_ll - gae_ll)  # log p_VAE − log p_GAE = NLL_GAE − NLL_VAE
+    return f"{diff} ± {stderr:.2f} (paired)"
 
 
 def print_table(rows: list[dict], out: Path) -> None:

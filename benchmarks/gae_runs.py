@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 import warnings
@@ -86,6 +87,12 @@ def random_subset(data: torch.Tensor, num: Optional[int], seed: int) -> torch.Te
         return data
     keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     return data[keep[:num]]
+
+
+def paired(diff: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of per-image differences between two models scored on
+    the same images: the paired comparison, far tighter than either model's own error."""
+    return diff.mean().item(), diff.std().item() / math.sqrt(len(diff))
 
 
 def save_result(run_dir: Path, row: dict) -> None:
