@@ -9,6 +9,8 @@ machine load hits all alike. Models:
 * ``gae``: the GAE with its default scalable estimator (``exemplar_estimator = "knn"``:
   neighbour lists plus a uniform tail sample over a cache of all n encoder statistics;
   see ``pyro_vae.models.gae``), ``elbo = "auto"`` (``TraceEnum_ELBO``);
+* ``gae-shared``: the same with ``exemplar_bandwidth = "shared"`` (components
+  ``N(μ_j, diag s²)``, one learned bandwidth per dimension);
 * ``naive-<m>``: plain enumeration over ``m`` random exemplars encoded afresh with
   gradients each step (``exemplar_estimator = "random"``, ``exemplar_tail = m``);
 * ``exact``: enumeration over all n = 50000 exemplars encoded afresh with gradients
@@ -82,7 +84,8 @@ def extra_settings(items):
 
 def run_depth(args, layers: int) -> dict:
     gae_extra = extra_settings(args.gae)
-    specs = {"vae": {"name": "vae"}, "gae": {"name": "gae", **gae_extra}}
+    specs = {"vae": {"name": "vae"}, "gae": {"name": "gae", **gae_extra},
+             "gae-shared": {"name": "gae", **gae_extra, "exemplar_bandwidth": "shared"}}
     for m in args.naive_exemplars:
         specs[f"naive-{m}"] = {"name": "gae", "exemplar_estimator": "random", "exemplar_tail": m}
     exps = {name: build(config(args, layers, **spec)) for name, spec in specs.items()}

@@ -62,6 +62,8 @@ class ModelConfig:
     exemplar_refresh: Optional[int] = None
     #: Exclude a training point's own component from its prior (default true).
     leave_one_out: Optional[bool] = None
+    #: The components' scales: "posterior" (default, the GAE's) or "shared" (learned per dimension).
+    exemplar_bandwidth: Optional[str] = None
 
 
 @dataclass

@@ -60,7 +60,7 @@ def guide_sample(gae, x, *args, seed):
 
 def explicit_elbo(gae, x, z, index=None, regularise=True):
     """Σ_b [log p(x|z) + log P(z) − log q(z|x)] − R, with log P by an explicit log-sum-exp."""
-    loc_all, scale_all = gae.guide.encoder(gae.exemplars)
+    loc_all, scale_all = gae.components(*gae.guide.encoder(gae.exemplars))
     comps = dist.Normal(loc_all, scale_all).to_event(1).log_prob(z.unsqueeze(-2))  # (B, n)
     n = gae.num_exemplars
     if index is not None and gae.leave_one_out:
@@ -78,9 +78,19 @@ def explicit_elbo(gae, x, z, index=None, regularise=True):
 # ----------------------------------------------------------------------------- enumeration
 
 
-@pytest.mark.parametrize("lambdas", [(0.0, 0.0), (0.3, 0.7)])
-def test_enumerated_elbo_and_gradients_equal_explicit_logsumexp(digits, lambdas):
-    gae = small_gae(digits, lambda1=lambdas[0], lambda2=lambdas[1])
+def shared_bandwidth(gae):
+    """A GAE with ``bandwidth="shared"`` and scales away from their initial 1."""
+    with torch.no_grad():
+        gae.bandwidth.log_scale.copy_(torch.tensor([-0.7, 0.2, -1.3]))
+    return gae
+
+
+@pytest.mark.parametrize("lambdas, bandwidth", [((0.0, 0.0), "posterior"), ((0.3, 0.7), "posterior"),
+                                                ((0.3, 0.7), "shared")])
+def test_enumerated_elbo_and_gradients_equal_explicit_logsumexp(digits, lambdas, bandwidth):
+    gae = small_gae(digits, lambda1=lambdas[0], lambda2=lambdas[1], bandwidth=bandwidth)
+    if bandwidth == "shared":
+        shared_bandwidth(gae)
     index = torch.tensor([3, 17, 42, 5, 59])
     x = gae.exemplars[index]
     pyro.set_rng_seed(1)
@@ -261,21 +271,27 @@ def test_em_bound_is_below_the_enumerated_elbo(digits):
 # ----------------------------------------------------------------------------- generation
 
 
-def test_generation_follows_the_three_steps(digits):
-    gae = small_gae(digits, n=3)
+@pytest.mark.parametrize("bandwidth", ["posterior", "shared"])
+def test_generation_follows_the_three_steps(digits, bandwidth):
+    gae = small_gae(digits, n=3, bandwidth=bandwidth)
+    if bandwidth == "shared":  # z | y = j ~ N(μ(x_j), diag s²)
+        shared_bandwidth(gae)
     with torch.no_grad():
         for p in gae.guide.encoder.head.loc.parameters():  # three well separated posteriors
             p.zero_()
         gae.guide.encoder.head.loc.bias.copy_(torch.tensor([4.0, 0.0, 0.0]))
         gae.guide.encoder.head.loc.weight[0, :].fill_(0.0)
-    loc, scale = gae.exemplar_stats()
+    with torch.no_grad():
+        loc, scale = gae.guide.encoder(gae.exemplars)
+    if bandwidth == "shared":
+        scale = gae.bandwidth.log_scale.detach().exp().expand_as(scale)
     pyro.set_rng_seed(8)
     tr = poutine.trace(gae.model).get_trace(None, num_data=6000)
     y, z, x = (tr.nodes[k]["value"] for k in ("y", "z", "x"))
     torch.testing.assert_close(tr.nodes["y"]["fn"].probs, torch.full((6000, 3), 1 / 3))
     counts = torch.bincount(y, minlength=3).float()
     assert ((counts - 2000).abs() < 5 * math.sqrt(6000 * 2 / 9)).all()  # y uniform
-    for j in range(3):  # z | y = j ~ q(z | x_j)
+    for j in range(3):  # z | y = j ~ the component of x_j
         zj = z[y == j]
         assert torch.allclose(zj.mean(0), loc[j], atol=5 * scale[j].max().item() / math.sqrt(len(zj)))
         assert torch.allclose(zj.std(0), scale[j], rtol=0.1)
@@ -287,19 +303,22 @@ def test_generation_follows_the_three_steps(digits):
     torch.testing.assert_close(gae.sample(5), gae.decoder.mean(out["z"]))
 
 
-def test_cli_sample_works_for_a_trained_gae(digits, tmp_path):
+@pytest.mark.parametrize("bandwidth", [None, "shared"])
+def test_cli_sample_works_for_a_trained_gae(digits, tmp_path, bandwidth):
     from pyro_vae.cli import main
     from pyro_vae.train import train
 
     config = Config.from_dict({
         "data": {"name": "digits", "binarize": "static", "batch_size": 200},
         "model": {"name": "gae", "z_dim": 2, "hidden": [32], "lambda2": 0.1, "exemplar_neighbours": 8,
-                  "exemplar_tail": 50},
+                  "exemplar_tail": 50, "exemplar_bandwidth": bandwidth},
         "budget": {"epochs": 2}, "eval": {"num_samples": 0, "plots": False},
     })
     exp, state = train(config, tmp_path / "run", progress=False)
     elbos = [h["train_elbo"] for h in state.history]
     assert all(math.isfinite(e) for e in elbos) and elbos[-1] > elbos[0]
+    if bandwidth == "shared":  # the bandwidth is one of the parameters trained
+        assert exp.module.bandwidth.log_scale.abs().min() > 0
     assert math.isfinite(state.history[-1]["valid_elbo"])
     assert main(["sample", str(tmp_path / "run"), "-n", "16", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").stat().st_size > 0
@@ -337,10 +356,14 @@ def test_knn_estimator_is_unbiased_for_the_mixture_density(digits):
         assert (draws.mean() - exact).abs() < 4 * stderr
 
 
-def test_deferred_gradients_complete_the_exact_gradient(digits):
+@pytest.mark.parametrize("bandwidth", ["posterior", "shared"])
+def test_deferred_gradients_complete_the_exact_gradient(digits, bandwidth):
     """With an exact cache, the knn step's gradient plus the deferred gradients of its
-    cached components, routed through the encoder later, is the exact gradient."""
-    gae = small_gae(digits, n=40, estimator="knn", neighbours=39, tail=0)
+    cached components, routed through the encoder later, is the exact gradient (a
+    shared bandwidth's wholly in the step)."""
+    gae = small_gae(digits, n=40, estimator="knn", neighbours=39, tail=0, bandwidth=bandwidth)
+    if bandwidth == "shared":
+        shared_bandwidth(gae)
     gae.refresh()
     index = torch.tensor([2, 9, 33])
     x = gae.exemplars[index]
@@ -357,8 +380,8 @@ def test_deferred_gradients_complete_the_exact_gradient(digits):
     gae.zero_grad()
     gae._collect_deferred()
     assert gae.bank.grad_w.abs().sum() > 0
-    loc, scale = gae.guide.encoder(gae.exemplars)
-    w, c = component_features(loc, scale)
+    loc, scale = gae.components(*gae.guide.encoder(gae.exemplars))
+    w, c = component_features(loc, scale.detach() if bandwidth == "shared" else scale)
     later = (gae.bank.grad_w * w).sum() + (gae.bank.grad_c * c).sum()
     second = torch.autograd.grad(later, params, allow_unused=True)
     for e, f, s in zip(exact, first, second):
@@ -389,11 +412,16 @@ def test_knn_training_step_writes_back_and_is_applied_to_the_minibatch(digits, i
 # ----------------------------------------------------------------------------- evaluation
 
 
-def test_log_likelihood_agrees_with_brute_force_integration():
-    """1-D latent: log P(x) = log ∫ p(x|z) (1/n) Σ_j q(z|x_j) dz by quadrature."""
+@pytest.mark.parametrize("bandwidth", ["posterior", "shared"])
+def test_log_likelihood_agrees_with_brute_force_integration(bandwidth):
+    """1-D latent: log P(x) = log ∫ p(x|z) (1/n) Σ_j q(z|x_j) dz by quadrature (with a
+    shared bandwidth s: the components N(μ(x_j), s²))."""
     torch.manual_seed(10)
     exemplars = (torch.rand(5, 6) < 0.5).float()
-    gae = GAE(exemplars, z_dim=1, hidden=(8,), estimator="exact")
+    gae = GAE(exemplars, z_dim=1, hidden=(8,), estimator="exact", bandwidth=bandwidth)
+    if bandwidth == "shared":
+        with torch.no_grad():
+            gae.bandwidth.log_scale.fill_(-0.6)
     x = (torch.rand(4, 6) < 0.5).float()
     grid = torch.linspace(-12, 12, 48001).unsqueeze(-1)
     with torch.no_grad():
@@ -403,7 +431,10 @@ def test_log_likelihood_agrees_with_brute_force_integration():
     ll = gae.log_likelihood(x, num_samples=20000, chunk_size=5000)
     torch.testing.assert_close(ll.per_point, brute, atol=0.03, rtol=0)
     # the module's log_prior is the explicit mixture; leave-one-out drops the own component
-    loc, scale = gae.exemplar_stats()
+    with torch.no_grad():
+        loc, scale = gae.guide.encoder(exemplars)
+    if bandwidth == "shared":
+        scale = torch.full_like(scale, math.exp(-0.6))
     comps = dist.Normal(loc, scale).to_event(1).log_prob(grid[:5].unsqueeze(-2))
     torch.testing.assert_close(gae.log_prior(grid[:5]), comps.logsumexp(-1) - math.log(5))
     loo = gae.log_prior(grid[:5], torch.arange(5))
@@ -498,6 +529,8 @@ def test_bad_inputs_give_clear_errors(digits):
         GAE(x[0])
     with pytest.raises(ValueError, match="unknown exemplar estimator"):
         GAE(x, estimator="all")
+    with pytest.raises(ValueError, match=r"unknown exemplar bandwidth 'fixed': choose one of \['posterior'"):
+        GAE(x, bandwidth="fixed")
     gae = GAE(x, z_dim=2, hidden=(8,))
     with pytest.raises(ValueError, match="63 columns"):
         gae.model(x[:, :63])
@@ -526,6 +559,8 @@ def test_config_errors(digits):
     gae = build_model(Config.from_dict({"model": {"name": "gae", "exemplar_neighbours": 4,
                                                   "exemplar_estimator": "random"}}), digits)
     assert gae.estimator == "random" and gae.bank.num_neighbours == 4
+    with pytest.raises(ConfigError, match="unknown exemplar bandwidth"):
+        build_model(Config.from_dict({"model": {"name": "gae", "exemplar_bandwidth": "isotropic"}}), digits)
 
 
 # ----------------------------------------------------------------------------- figures

@@ -30,6 +30,7 @@ GAE_SETTINGS = {
     "lambda1": "lambda1", "lambda2": "lambda2", "exemplar_estimator": "estimator",
     "exemplar_neighbours": "neighbours", "exemplar_tail": "tail", "exemplar_fresh": "fresh",
     "exemplar_refresh": "refresh_every", "leave_one_out": "leave_one_out",
+    "exemplar_bandwidth": "bandwidth",
 }
 
 

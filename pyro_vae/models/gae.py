@@ -103,6 +103,15 @@ encoder passes per step. ``estimator`` chooses how training calls form the prior
   are gathered from every process, so all processes hold the same cache of all ``n``
   points.
 
+**Bandwidth.** With ``bandwidth="shared"`` the components are ``N(μ_φ(x_j), diag s²)``
+with ``s ∈ R^D`` one learned scale per latent dimension shared by every exemplar: the
+Parzen-window prior of the Exemplar VAE (Norouzi et al. 2020, there isotropic), whose
+bandwidth is fitted, leave-one-out, by the training objective itself rather than set by
+each posterior's width. The posteriors ``q_φ(z|x)`` (the guide, the regulariser) keep their
+own ``σ_φ(x)``; only the prior's components change, so every estimator, the exact
+evaluation and generation apply unchanged (``z ~ N(μ_φ(x_y), diag s²)``). The cache keeps
+the posteriors; neighbour lists rank by them.
+
 Evaluation (held-out ELBO, :meth:`GAE.log_likelihood`, sampling) always uses the exact
 mixture over all ``n`` components, re-encoded with the current parameters whenever
 they changed.
@@ -138,10 +147,23 @@ from pyro_vae.models.vae import VAE, _batch_size
 from pyro_vae.plates import data_plate, register_module
 
 ESTIMATORS = ("knn", "exact", "random")
+BANDWIDTHS = ("posterior", "shared")
 #: Random exemplars (besides the minibatch) offered to each step's neighbour-list update.
 EXPLORE = 100
 
-__all__ = ["ESTIMATORS", "GAE", "fit_em"]
+__all__ = ["BANDWIDTHS", "ESTIMATORS", "GAE", "SharedBandwidth", "fit_em"]
+
+
+class SharedBandwidth(nn.Module):
+    """``s = exp(log_scale)``, ``(z_dim,)``: one learned scale per latent dimension, shared
+    by every component of the prior (the Exemplar VAE's Parzen-window bandwidth)."""
+
+    def __init__(self, z_dim: int):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+
+    def forward(self, loc: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.exp().expand_as(loc)
 
 
 @dataclass
@@ -209,6 +231,9 @@ class GAE(VAE):
             scored as the exact mixture of its members.
         deferred: (``"knn"``) keep the loss gradients w.r.t. cached components and apply
             them through the encoder when their exemplars are next in a minibatch.
+        bandwidth: the components' scales: ``"posterior"`` (the GAE: each exemplar's own
+            ``σ_φ(x_j)``) or ``"shared"`` (one learned scale per dimension for all, the
+            Exemplar VAE's; module docstring).
     """
 
     has_enumerated_latents = True
@@ -232,6 +257,7 @@ class GAE(VAE):
         max_enumerated: int = MAX_ELEMENTS,
         deferred: bool = True,
         improve: bool = False,
+        bandwidth: str = "posterior",
     ):
         if not torch.is_tensor(exemplars) or exemplars.dim() != 2:
             shape = tuple(exemplars.shape) if torch.is_tensor(exemplars) else type(exemplars).__name__
@@ -247,6 +273,8 @@ class GAE(VAE):
                 raise ValueError(f"{name} must be a finite number >= 0 (a penalty weight), got {lam!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown exemplar estimator {estimator!r}: choose one of {list(ESTIMATORS)}")
+        if bandwidth not in BANDWIDTHS:
+            raise ValueError(f"unknown exemplar bandwidth {bandwidth!r}: choose one of {list(BANDWIDTHS)}")
         for name, v, low in (("neighbours", neighbours, 0), ("tail", tail, 0), ("fresh", fresh, 0),
                              ("refresh_every", 0 if refresh_every is None else refresh_every, 0),
                              ("max_enumerated", max_enumerated, 1)):
@@ -275,6 +303,7 @@ class GAE(VAE):
         self._fresh_near = None  # (rows, loc, scale) re-encoded by the last pool_stats
         self._pending: list = []  # cached-component leaves of the last step (deferred gradients)
         self.deferred = deferred
+        self.bandwidth = SharedBandwidth(z_dim) if bandwidth == "shared" else None
         self.guide.encoder.register_forward_hook(self._remember_encoding)
 
     # ------------------------------------------------------------------ basics
@@ -282,6 +311,15 @@ class GAE(VAE):
     @property
     def num_exemplars(self) -> int:
         return self.exemplars.shape[0]
+
+    def components(self, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prior components ``(loc, scale)`` of exemplars whose posteriors are
+        ``N(loc, diag scale²)``: the posteriors themselves, or with ``bandwidth="shared"``
+        ``N(loc, diag s²)``."""
+        return (loc, scale) if self.bandwidth is None else (loc, self.bandwidth(loc))
+
+    def _component_features(self, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return component_features(*self.components(loc, scale))
 
     def regulariser(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``R`` per point, ``(batch,)``: ``λ1 Σ μ² − λ2 Σ (1 + log σ² − σ²)`` (``>= 0``)."""
@@ -317,7 +355,8 @@ class GAE(VAE):
 
     @torch.no_grad()
     def exemplar_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(μ_j, σ_j)`` of all ``n`` exemplars under the current encoder, ``(n, z_dim)`` each.
+        """The prior's ``n`` components ``(μ_j, scale_j)`` under the current encoder,
+        ``(n, z_dim)`` each (:meth:`components` of the exemplars' posteriors).
 
         Re-encodes the training set only when the encoder's parameters changed since the
         last full encoding (and writes the result into the training cache too).
@@ -326,7 +365,7 @@ class GAE(VAE):
         if self._fingerprint != version or not bool(self.bank.ready):
             self.bank.refresh_stats(self.guide.encoder, self.exemplars)
             self._fingerprint = version
-        return self.bank.loc, self.bank.scale
+        return self.components(self.bank.loc, self.bank.scale)
 
     @contextlib.contextmanager
     def exact(self) -> Iterator["GAE"]:
@@ -365,8 +404,7 @@ class GAE(VAE):
           ``num_data = n`` points; leave-one-out prior, regulariser, the ``estimator``.
         * otherwise: held-out points, scored under the exact mixture over all ``n``.
         """
-        register_module("decoder", self.decoder)
-        register_module("encoder", self.guide.encoder)
+        self._register_modules()
         if x is None:
             return self._generative(_batch_size(x, num_data))
         batch = _batch_size(x, num_data)
@@ -375,6 +413,12 @@ class GAE(VAE):
         if index is None:
             return self._held_out(x, num_data)
         return self._training(x, self._check_index(index, batch, num_data), num_data)
+
+    def _register_modules(self) -> None:
+        register_module("decoder", self.decoder)
+        register_module("encoder", self.guide.encoder)
+        if self.bandwidth is not None:
+            register_module("bandwidth", self.bandwidth)
 
     def _check_index(self, index, batch: int, num_data: Optional[int]) -> torch.Tensor:
         index = torch.as_tensor(index, dtype=torch.long)
@@ -450,7 +494,7 @@ class GAE(VAE):
 
     @torch.no_grad()
     def _collect_deferred(self) -> None:
-        """Add the last step's loss gradients w.r.t. cached components to the bank.
+        """Add the last step's loss gradients w.r.t. cached statistics to the bank.
 
         Under several processes each rank's gradients are weighted by its share of the
         global batch (as the optimizer's are) and every rank adds all of them: the bank
@@ -468,12 +512,21 @@ class GAE(VAE):
         self.bank.grad_c.index_add_(0, rows, grads[:, -1])
 
     def _cached_features(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached kernel features of exemplars ``rows``; as leaves whose gradients are kept
-        for later (deferred) when training with the ``"knn"`` estimator."""
-        w, c = take(self.bank.w, rows), take(self.bank.c, rows)
+        """Kernel features of the cached components of exemplars ``rows``, whose gradients
+        are kept for later (deferred) when training with the ``"knn"`` estimator. (A
+        shared bandwidth is live: its features are formed from the cached means and the
+        current ``s``, which gets its gradient at once.)"""
+        if self.bandwidth is None:
+            w, c = take(self.bank.w, rows), take(self.bank.c, rows)
+        else:
+            loc = take(self.bank.loc, rows)
+            w, c = component_features(loc, self.bandwidth(loc))
         if self.deferred and torch.is_grad_enabled() and self._estimator() == "knn":
-            w.requires_grad_(True)
-            c.requires_grad_(True)
+            for t in (w, c):
+                if t.is_leaf:
+                    t.requires_grad_(True)
+                else:
+                    t.retain_grad()
             self._pending.append((rows, (w, c), distributed.grad_weight()))
         return w, c
 
@@ -482,11 +535,13 @@ class GAE(VAE):
         its fresh encoder pass: a zero-valued factor ``−(S − S̄)`` with
         ``S = Σ_b ⟨∂L/∂w_b, w(μ_φ(x_b), σ_φ(x_b))⟩`` adds exactly them to the loss gradient.
         (Divided by this rank's gradient weight, which the gradient sync multiplies back:
-        the bank's sums are global already.) :meth:`_after_step` clears them."""
+        the bank's sums are global already. A shared bandwidth enters as a constant: it
+        had its gradient in the step.) :meth:`_after_step` clears them."""
         g_w, g_c = take(self.bank.grad_w, index), take(self.bank.grad_c, index)
         if not bool(g_c.any()) and not bool(g_w.any()):
             return
-        w, c = component_features(loc_x, scale_x)
+        loc, scale = self.components(loc_x, scale_x)
+        w, c = component_features(loc, scale.detach() if self.bandwidth is not None else scale)
         surrogate = ((g_w * w).sum() + (g_c * c).sum()) / distributed.grad_weight()
         pyro.factor("deferred_gradient", surrogate.detach() - surrogate)
 
@@ -561,21 +616,21 @@ class GAE(VAE):
         if not bool(bank.ready) or (all_fresh and not torch.is_grad_enabled()):
             self.exemplar_stats()
         if all_fresh and torch.is_grad_enabled():
-            features = component_features(*self.guide.encoder(take(self.exemplars, rows)))
+            features = self._component_features(*self.guide.encoder(take(self.exemplars, rows)))
         else:
             features = self._cached_features(rows)
             if fresh is not None and len(fresh) and not all_fresh:
-                new = component_features(*self.guide.encoder(take(self.exemplars, rows[fresh])))
+                new = self._component_features(*self.guide.encoder(take(self.exemplars, rows[fresh])))
                 features = _splice(features, fresh, new)
         if pool.batch_pos is not None and loc_x is not None:
-            features = _splice(features, pool.batch_pos, component_features(loc_x, scale_x))
+            features = _splice(features, pool.batch_pos, self._component_features(loc_x, scale_x))
         stats = PoolStats(features)
         if pool.near is not None:
             w, c = self._cached_features(pool.near)
             f = pool.near_fresh
             if f:
                 f_loc, f_scale = self.guide.encoder(take(self.exemplars, pool.near[:, :f]).view(-1, self.x_dim))
-                f_w, f_c = component_features(f_loc.view(-1, f, self.z_dim), f_scale.view(-1, f, self.z_dim))
+                f_w, f_c = self._component_features(f_loc.view(-1, f, self.z_dim), f_scale.view(-1, f, self.z_dim))
                 w, c = torch.cat([f_w, w[:, f:]], 1), torch.cat([f_c, c[:, f:]], 1)
                 self._fresh_near = (pool.near[:, :f].reshape(-1), f_loc, f_scale)
             stats.near_features = (w, c)
@@ -839,8 +894,7 @@ def _splice(features: tuple[torch.Tensor, torch.Tensor], positions: torch.Tensor
 
 def _expected_model(gae: GAE, x, index, num_data, pool: ExemplarPool, resp: torch.Tensor):
     """The M-step's complete-data model: ``Σ_j r_ij log(p_ij q_j(z_i)) + log p(x_i|z_i)``."""
-    register_module("decoder", gae.decoder)
-    register_module("encoder", gae.guide.encoder)
+    gae._register_modules()
     loc_x, scale_x = gae._encode(x)
     stats = gae.pool_stats(pool, loc_x, scale_x)
     with data_plate(len(x), index, num_data):
