@@ -494,7 +494,7 @@ class GAE(VAE):
 
     @torch.no_grad()
     def _collect_deferred(self) -> None:
-        """Add the last step's loss gradients w.r.t. cached statistics to the bank.
+        """Add the last step's loss gradients w.r.t. cached components to the bank.
 
         Under several processes each rank's gradients are weighted by its share of the
         global batch (as the optimizer's are) and every rank adds all of them: the bank
