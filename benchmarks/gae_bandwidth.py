@@ -3,7 +3,8 @@ r"""Is a trained GAE's prior too peaked for held-out data? Widen its components 
 The prior that maximises the training ELBO is the aggregate posterior
 ``(1/n) Σ_j q(z|x_j)`` (Hoffman & Johnson 2016), and the GAE's prior is exactly that
 (leave-one-out in training): a kernel density over the training codes whose bandwidths are
-the encoder's own posterior scales. A held-out point's codes may fall between those narrow
+the encoder's own posterior scales (with ``exemplar_bandwidth = "shared"``, the learned ``s``:
+then ``σ_j`` below is ``s``). A held-out point's codes may fall between those narrow
 components. This diagnostic scores a trained GAE with every component's scale multiplied
 by ``c``,
 
