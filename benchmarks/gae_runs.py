@@ -39,6 +39,8 @@ def add_run_arguments(p: argparse.ArgumentParser, layers: list[int], models: lis
                    help="KL warm-up: the latent terms' weight rises linearly to 1 over this many epochs")
     p.add_argument("--epochs", type=int, default=1000, help="epoch budget per run")
     p.add_argument("--patience", type=int, default=50, help="early stopping on the validation ELBO")
+    p.add_argument("--lr-decays", type=int, default=0,
+                   help="on a plateau, restart from the best parameters at lr / 10, this many times")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget per run")
     p.add_argument("--gae", nargs="*", default=["lambda1=0.05", "lambda2=0.05"], metavar="KEY=VALUE",
                    help="[model] entries of the GAE runs")
@@ -57,7 +59,8 @@ def make_config(args, model: str, layers: int, data: str, binarize: str) -> Conf
                   "activation": args.activation, "likelihood": "bernoulli"},
         "inference": {"warmup_epochs": args.warmup_epochs},
         "optim": {"name": "adam", "lr": args.lr},
-        "budget": {"epochs": args.epochs, "patience": args.patience, "max_minutes": args.max_minutes},
+        "budget": {"epochs": args.epochs, "patience": args.patience, "max_minutes": args.max_minutes,
+                   "lr_decays": args.lr_decays},
         "eval": {"num_samples": 0, "plots": False},
     })
     if model == "gae" and args.gae:

@@ -8,7 +8,7 @@ sections mirror its fields::
     [model]      name = "vae"; z_dim = 50; hidden = [500, 500]
     [inference]  name = "svi"; elbo = "jit_meanfield"
     [optim]      name = "adam"; lr = 1e-3
-    [budget]     epochs = 500; patience = 20
+    [budget]     epochs = 500; patience = 20; lr_decays = 1
 
 Swapping the model or the inference algorithm is a change of one entry. Unknown keys and
 values of the wrong type are refused with a message that names them.
@@ -124,6 +124,11 @@ class BudgetConfig:
     patience: Optional[int] = None
     #: Stop after the first epoch that ends past this wall time (None: no limit).
     max_minutes: Optional[float] = None
+    #: Learning-rate decay on a plateau: when ``patience`` runs out, restart from the best
+    #: validation parameters with every learning rate times ``lr_decay_factor``, up to
+    #: this many times; the plateau after the last decay stops the run.
+    lr_decays: int = 0
+    lr_decay_factor: float = 0.1
 
 
 @dataclass

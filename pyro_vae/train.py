@@ -10,7 +10,10 @@ config and calls ``inference.step`` on each minibatch. A run lives in a director
     run_dir/plots/*.png     samples, reconstructions, manifold, latent scatter, curves
 
 Running ``train`` again on the same directory resumes from the checkpoint and ends
-exactly where an uninterrupted run would.
+exactly where an uninterrupted run would. Early stopping watches the validation ELBO;
+with ``[budget] lr_decays`` a plateau first restarts training from the best parameters at
+a lower learning rate: a step decay as in IWAE's experiments (Burda et al. 2016), here
+triggered by the validation ELBO rather than at fixed epochs.
 
 Launched by ``torchrun`` with several processes, the same loop trains data-parallel
 (see :mod:`pyro_vae.distributed`): each process takes its slice of every global batch,
@@ -68,6 +71,7 @@ def build(config: Config) -> Experiment:
     binarize = None if d.binarize == "none" else d.binarize
     if d.batch_size < 1:
         raise ConfigError(f"[data] batch_size must be >= 1, got {d.batch_size}")
+    _check_budget(config.budget)
     data = load_dataset(d.name, d.data_dir, binarize=binarize, seed=config.seed)
     pyro.set_rng_seed(config.seed)
     # The JIT ELBOs read parameters from Pyro's global param store by name: entries left
@@ -76,6 +80,15 @@ def build(config: Config) -> Experiment:
     module = build_model(config, data)
     check_likelihood(data, config.model.likelihood)
     return Experiment(config, data, module, build_inference(config, module))
+
+
+def _check_budget(budget: BudgetConfig) -> None:
+    if budget.lr_decays < 0:
+        raise ConfigError(f"[budget] lr_decays must be >= 0, got {budget.lr_decays}")
+    if not 0.0 < budget.lr_decay_factor < 1.0:
+        raise ConfigError(f"[budget] lr_decay_factor must lie in (0, 1), got {budget.lr_decay_factor}")
+    if budget.lr_decays and budget.patience is None:
+        raise ConfigError("[budget] lr_decays acts when patience runs out: set [budget] patience too")
 
 
 @dataclass
@@ -88,6 +101,7 @@ class TrainState:
     best_valid: float = -math.inf
     best_module: Optional[dict] = None
     bad_epochs: int = 0
+    lr_decays: int = 0
     stopped: Optional[str] = None
 
     def __post_init__(self):
@@ -168,6 +182,8 @@ def _resume_or_start(exp: Experiment, run_dir: Path) -> TrainState:
     pyro.util.set_rng_state(ckpt["rng"])
     state = TrainState(**ckpt["state"])
     state.stopped = _still_stopped(state, exp.config.budget)
+    if state.stopped is None and _out_of_patience(state, exp.config.budget):
+        _on_plateau(exp, state)  # a run stopped early that may now decay its learning rate
     return state
 
 
@@ -177,9 +193,46 @@ def _still_stopped(state: TrainState, budget: BudgetConfig) -> Optional[str]:
     it continues; one stopped early or by its epochs continues when the new budget allows."""
     if state.epoch >= budget.epochs:
         return state.stopped or "budget"
-    if state.stopped == "early_stopping" and budget.patience is not None and state.bad_epochs >= budget.patience:
+    if (state.stopped == "early_stopping" and _out_of_patience(state, budget)
+            and state.lr_decays >= budget.lr_decays):
         return state.stopped
     return None
+
+
+def _out_of_patience(state: TrainState, budget: BudgetConfig) -> bool:
+    return budget.patience is not None and state.bad_epochs >= budget.patience
+
+
+def _on_plateau(exp: Experiment, state: TrainState) -> None:
+    """Patience has run out: decay the learning rate if ``[budget] lr_decays`` allows
+    (from the best validation parameters, the optimizers' moments kept), else stop."""
+    budget = exp.config.budget
+    if state.lr_decays >= budget.lr_decays or state.best_module is None:
+        state.stopped = "early_stopping"
+        return
+    exp.module.load_state_dict(state.best_module)
+    _scale_learning_rates(exp.inference, budget.lr_decay_factor)
+    state.lr_decays += 1
+    state.bad_epochs = 0
+
+
+def _scale_learning_rates(inference: Inference, factor: float) -> None:
+    """Every learning rate of ``inference`` times ``factor``, through its state dict: the
+    checkpoint's round trip holds every optimizer, also those that wake-sleep and MCEM
+    build only at their first batch (a resumed run's are still pending then)."""
+    state = inference.state_dict()
+    for opt in _optimizer_states(state):
+        for group in opt["param_groups"]:
+            group["lr"] *= factor
+    inference.load_state_dict(state)
+
+
+def _optimizer_states(state) -> list[dict]:
+    if not isinstance(state, dict):
+        return []
+    if "param_groups" in state:
+        return [state]
+    return [opt for value in state.values() for opt in _optimizer_states(value)]
 
 
 def _read_checkpoint(exp: Experiment, run_dir: Path) -> Optional[dict]:
@@ -292,8 +345,8 @@ def _end_epoch(exp: Experiment, state: TrainState, start: float, parallel: bool 
             state.best_module = copy.deepcopy(exp.module.state_dict())
         else:
             state.bad_epochs += 1
-        if budget.patience is not None and state.bad_epochs >= budget.patience:
-            state.stopped = "early_stopping"
+        if _out_of_patience(state, budget):
+            _on_plateau(exp, state)
     if state.epoch >= budget.epochs:
         state.stopped = state.stopped or "budget"
     if not parallel:

@@ -13,6 +13,7 @@ import torch
 from pyro_vae import checkpoint
 from pyro_vae.config import Config, ConfigError
 from pyro_vae.inference.svi import SVI
+from pyro_vae.inference.wake_sleep import WakeSleep
 from pyro_vae.train import TrainingDiverged, build, load_run, read_log, train
 
 FAST = ["model.hidden=[32]", "eval.num_samples=0", "eval.plots=false"]
@@ -120,6 +121,69 @@ def test_early_stopping_restores_the_best_validation_parameters(tmp_path, monkey
     assert torch.equal(load_run(tmp_path)[0].module.decoder.head.weight, best["decoder.head.weight"])
 
 
+def scripted_validation(monkeypatch, scores, inference=SVI):
+    """Validation returns ``scores`` in turn; the parameters seen at each are kept."""
+    scores, seen = iter(scores), []
+
+    def evaluate(self, x):
+        seen.append({k: v.clone() for k, v in self.module.state_dict().items()})
+        return next(scores)
+
+    monkeypatch.setattr(inference, "evaluate", evaluate)
+    return seen
+
+
+def learning_rates(inference):
+    return [group["lr"] for opt in inference.state_dict().values() for group in opt["param_groups"]]
+
+
+def test_a_plateau_decays_the_learning_rate_from_the_best_parameters(tmp_path, monkeypatch):
+    """Patience 2, one decay: the plateau after epoch 4 restarts epoch 5 from epoch 2's
+    parameters at lr / 10; the next plateau (epochs 6, 7) stops the run."""
+    seen = scripted_validation(monkeypatch, [-30.0, -29.0, -29.5, -29.6, -28.0, -28.5, -28.2, -99.0])
+    restarts = []
+    real_step = SVI.step
+
+    def step(self, *args):
+        if len(seen) == 4 and not restarts:  # the first step after the decay
+            restarts.append(({k: v.clone() for k, v in self.module.state_dict().items()}, learning_rates(self)))
+        return real_step(self, *args)
+
+    monkeypatch.setattr(SVI, "step", step)
+    exp, state = train(config("budget.epochs=8", "budget.patience=2", "budget.lr_decays=1", "optim.lr=0.004"),
+                       tmp_path, progress=False)
+    assert state.stopped == "early_stopping" and state.epoch == 7 and state.lr_decays == 1
+    params, lrs = restarts[0]
+    assert lrs == [pytest.approx(4e-4)] and learning_rates(exp.inference) == [pytest.approx(4e-4)]
+    for k, v in params.items():
+        assert torch.equal(v, seen[1][k]), k  # epoch 2's: the best before the plateau
+    for k, v in exp.module.state_dict().items():
+        assert torch.equal(v, seen[4][k]), k  # the best of the whole run, epoch 5's
+
+
+@pytest.mark.parametrize("inference", ["svi", "wake_sleep"])
+def test_a_run_stopped_early_resumes_with_a_decay_as_if_it_had_one_all_along(tmp_path, monkeypatch, inference):
+    """Stopped early, then resumed with ``lr_decays = 1``: the same parameters, log and
+    learning rate as one run with the decay, also for wake-sleep, whose optimizers are
+    built only at the first batch after the resume."""
+    scores = [-30.0, -29.0, -29.5, -29.6, -28.0, -28.5, -28.2]
+    cls = SVI if inference == "svi" else WakeSleep
+    base = [f"inference.name={inference}", "budget.epochs=7", "budget.patience=2"]
+    scripted_validation(monkeypatch, scores, cls)
+    whole_exp, _ = train(config(*base, "budget.lr_decays=1"), tmp_path / "whole", progress=False)
+    scripted_validation(monkeypatch, scores, cls)
+    _, state = train(config(*base), tmp_path / "split", progress=False)
+    assert state.stopped == "early_stopping" and state.epoch == 4
+    split_exp, state = train(config(*base, "budget.lr_decays=1"), tmp_path / "split", progress=False)
+    assert state.epoch == 7 and state.lr_decays == 1
+    assert learning_rates(split_exp.inference) == learning_rates(whole_exp.inference)
+    assert learning_rates(split_exp.inference)[0] == pytest.approx(Config().optim.lr / 10)
+    for k, v in whole_exp.module.state_dict().items():
+        assert torch.equal(v, split_exp.module.state_dict()[k]), k
+    elbos = lambda run: [(r["train_elbo"], r["valid_elbo"]) for r in read_log(tmp_path / run)]
+    assert elbos("whole") == elbos("split")
+
+
 def test_config_entries_reach_what_is_built():
     exp = build(config("model.z_dim=5", "model.hidden=[16, 8]", "guide.hidden=[12]",
                        "model.activation=relu", "inference.elbo=trace", "optim.name=adagrad"))
@@ -139,6 +203,9 @@ def test_config_entries_reach_what_is_built():
     ("model.z_dim=0", "z_dim must be >= 1"),
     ("data.batch_size=0", "batch_size"),
     ("model.likelihood=poisson", "likelihood"),
+    ("budget.lr_decays=-1", "lr_decays must be >= 0"),
+    ("budget.lr_decay_factor=1.5", r"lr_decay_factor must lie in \(0, 1\)"),
+    ("budget.lr_decays=1", "set \\[budget\\] patience"),
 ])
 def test_bad_config_entries_are_refused_with_their_name(override, match):
     with pytest.raises(ConfigError, match=match):
