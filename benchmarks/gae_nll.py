@@ -31,6 +31,7 @@ of the prior estimate, and the responsibility mass its neighbour lists hold).
     python benchmarks/gae_nll.py --max-minutes 120                        # the real run: many hours
     python benchmarks/gae_nll.py --epochs 1 --layers 1 --eval-samples 10 --eval-points 50   # smoke test
     python benchmarks/gae_nll.py --max-minutes 120 --resume               # continue after an interruption
+    python benchmarks/gae_nll.py --resume --lr-decays 2                  # train stopped runs on at lr / 10, / 100
     python benchmarks/gae_nll.py --models vae & python benchmarks/gae_nll.py --models gae   # two cores
 
 Output under ``--out`` (default ``results/gae_nll``): ``<model>-L<depth>/`` run
