@@ -183,19 +183,17 @@ def _resume_or_start(exp: Experiment, run_dir: Path) -> TrainState:
     state = TrainState(**ckpt["state"])
     state.stopped = _still_stopped(state, exp.config.budget)
     if state.stopped is None and _out_of_patience(state, exp.config.budget):
-        _on_plateau(exp, state)  # a run stopped early that may now decay its learning rate
+        _on_plateau(exp, state)  # stopped early: stays so, or decays its learning rate
     return state
 
 
 def _still_stopped(state: TrainState, budget: BudgetConfig) -> Optional[str]:
-    """Why a resumed run stays stopped under this invocation's ``[budget]`` (None: it
-    trains on). The time budget counts from each invocation's start, so a run stopped by
-    it continues; one stopped early or by its epochs continues when the new budget allows."""
+    """Why a resumed run stays stopped under this invocation's ``[budget]`` epochs (None:
+    it trains on, unless its patience has run out: :func:`_on_plateau` decides that). The
+    time budget counts from each invocation's start, so a run stopped by it continues; one
+    stopped early continues under a larger patience or ``lr_decays``."""
     if state.epoch >= budget.epochs:
         return state.stopped or "budget"
-    if (state.stopped == "early_stopping" and _out_of_patience(state, budget)
-            and state.lr_decays >= budget.lr_decays):
-        return state.stopped
     return None
 
 
