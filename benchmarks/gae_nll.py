@@ -23,7 +23,9 @@ then scored by importance sampling with ``--eval-samples`` samples per test imag
 mixture prior over all 50000 training components). The GAE's evaluation costs
 ``points x samples x 50000`` Gaussian log-densities: with 1000 samples about an hour per
 model for all 10000 test images on one busy core; ``--eval-points N`` scores a seeded
-random N of them (the target is only claimed on all 10000).
+random N of them (the target is only claimed on all 10000). The evaluation is saved
+100 images at a time (``checkpointed_log_likelihood``) under the run directory, so
+``--resume`` continues an interrupted one (``eval_s`` is then the last invocation's time).
 
 It also reports the GAE's training-estimator diagnostics at the end (mean |log P̂ − log P|
 of the prior estimate, and the responsibility mass its neighbour lists hold).
@@ -46,13 +48,12 @@ import sys
 import time
 from pathlib import Path
 
-import pyro
 import torch
 
 from gae_runs import (add_run_arguments, make_config, paired, random_subset, run_all, run_facts, save_result,
                       train_run)
 from pyro_vae import checkpoint
-from pyro_vae.evaluation import log_likelihood
+from pyro_vae.evaluation import checkpointed_log_likelihood
 
 PAPER = {"vae": {1: -107.18, 2: -96.94, 3: -97.62, 4: -102.97}, "gae": {1: -97.66, 2: -96.91, 3: -95.76, 4: -94.66}}
 TARGET, TEST_SIZE = 85.5, 10000
@@ -71,9 +72,9 @@ def run_one(args, model: str, layers: int) -> dict:
     run_dir = args.out / f"{model}-L{layers}"
     exp, state, train_s = train_run(args, make_config(args, model, layers, "binarized_mnist", "none"), run_dir)
     test = random_subset(exp.data.test, args.eval_points, args.seed)
-    pyro.set_rng_seed(args.seed)
     t0 = time.time()
-    ll = log_likelihood(exp.module, test, num_samples=args.eval_samples)
+    ll = checkpointed_log_likelihood(exp.module, test, run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}",
+                                     num_samples=args.eval_samples, seed=args.seed, progress=True)
     checkpoint.save({"per_point": ll.per_point}, run_dir / "test_ll.pt")  # for the paired GAE - VAE difference
     row = {"model": model, "layers": layers, "test_nll": -ll.mean, "stderr": ll.stderr,
            "eval_samples": args.eval_samples, "test_points": len(test), "eval_seed": args.seed,

@@ -61,6 +61,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["train", "valid", "test"], default="test")
     e.add_argument("--num-samples", "-k", type=int, default=5000, help="importance samples per point")
     e.add_argument("--limit", type=int, help="evaluate only the first N points of the split")
+    e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
@@ -196,12 +197,14 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from pyro_vae.evaluation import log_likelihood
+    """Scores chunk by chunk under RUN_DIR/evaluation/, so an interrupted evaluation resumes."""
+    from pyro_vae.evaluation import checkpointed_log_likelihood
     from pyro_vae.train import load_run
 
     exp, _ = load_run(args.run_dir)
     x = exp.data.split(args.split)[: args.limit]
-    ll = log_likelihood(exp.module, x, num_samples=args.num_samples)
+    progress = args.run_dir / "evaluation" / f"{args.split}-{len(x)}points-k{args.num_samples}-seed{args.seed}"
+    ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed)
     print(json.dumps({"split": args.split, "points": len(x), "elbo": exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},
                      indent=2))

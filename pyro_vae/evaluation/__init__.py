@@ -6,6 +6,7 @@ from pyro_vae.evaluation.marginal_likelihood import (
     importance_log_likelihood,
     log_likelihood,
 )
+from pyro_vae.evaluation.checkpointed import checkpointed_log_likelihood
 from pyro_vae.evaluation.hmc_marginal import hmc_log_likelihood
 from pyro_vae.evaluation.parzen import (
     DEFAULT_SIGMAS,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_SIGMAS",
     "LogLikelihood",
     "ParzenResult",
+    "checkpointed_log_likelihood",
     "elbo_per_point",
     "hmc_log_likelihood",
     "importance_log_likelihood",
