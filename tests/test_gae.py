@@ -479,6 +479,9 @@ def test_exemplar_normal_paths_agree():
     w, c = component_features(loc, scale)
     back = features_to_params(w)
     torch.testing.assert_close(back[0], loc) and torch.testing.assert_close(back[1], scale)
+    shared = torch.rand(3) + 0.3  # a shared bandwidth broadcasts: same features as expanded
+    for got, want in zip(component_features(row_loc, shared), component_features(row_loc, shared.expand(5, 4, 3))):
+        torch.testing.assert_close(got, want)
     log_w = torch.full((12,), -math.log(4))
     g = ExemplarNormal(loc, scale, torch.arange(3).unsqueeze(-1), group_size=4, log_weights=log_w)
     comps = dist.Normal(loc, scale).to_event(1).log_prob(z.unsqueeze(-2)).view(5, 3, 4)

@@ -49,9 +49,10 @@ def take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def component_features(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(w (P, 2D), c (P,))`` with ``log N(z; loc_j, scale_j) = [z², z] · w_j + c_j``."""
+    """``(w (P, 2D), c (P,))`` with ``log N(z; loc_j, scale_j) = [z², z] · w_j + c_j``.
+    ``scale`` may broadcast against ``loc (P, D)``, e.g. a shared ``(D,)`` bandwidth."""
     prec = scale.pow(-2)
-    w = torch.cat([-0.5 * prec, loc * prec], -1)
+    w = torch.cat([(-0.5 * prec).expand_as(loc), loc * prec], -1)
     c = -0.5 * ((loc.pow(2) * prec).sum(-1) + 2 * scale.log().sum(-1) + loc.shape[-1] * _LOG_2PI)
     return w, c
 

@@ -162,8 +162,12 @@ class SharedBandwidth(nn.Module):
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(z_dim))
 
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
     def forward(self, loc: torch.Tensor) -> torch.Tensor:
-        return self.log_scale.exp().expand_as(loc)
+        return self.scale.expand_as(loc)
 
 
 @dataclass
@@ -319,7 +323,9 @@ class GAE(VAE):
         return (loc, scale) if self.bandwidth is None else (loc, self.bandwidth(loc))
 
     def _component_features(self, loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return component_features(*self.components(loc, scale))
+        """Kernel features of :meth:`components` (a shared bandwidth broadcast, not expanded:
+        its powers and logarithm are taken once, not once per component)."""
+        return component_features(loc, scale if self.bandwidth is None else self.bandwidth.scale)
 
     def regulariser(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``R`` per point, ``(batch,)``: ``λ1 Σ μ² − λ2 Σ (1 + log σ² − σ²)`` (``>= 0``)."""
@@ -519,8 +525,7 @@ class GAE(VAE):
         if self.bandwidth is None:
             w, c = take(self.bank.w, rows), take(self.bank.c, rows)
         else:
-            loc = take(self.bank.loc, rows)
-            w, c = component_features(loc, self.bandwidth(loc))
+            w, c = component_features(take(self.bank.loc, rows), self.bandwidth.scale)
         if self.deferred and torch.is_grad_enabled() and self._estimator() == "knn":
             for t in (w, c):
                 if t.is_leaf:
@@ -540,8 +545,7 @@ class GAE(VAE):
         g_w, g_c = take(self.bank.grad_w, index), take(self.bank.grad_c, index)
         if not bool(g_c.any()) and not bool(g_w.any()):
             return
-        loc, scale = self.components(loc_x, scale_x)
-        w, c = component_features(loc, scale.detach() if self.bandwidth is not None else scale)
+        w, c = component_features(loc_x, scale_x if self.bandwidth is None else self.bandwidth.scale.detach())
         surrogate = ((g_w * w).sum() + (g_c * c).sum()) / distributed.grad_weight()
         pyro.factor("deferred_gradient", surrogate.detach() - surrogate)
 
