@@ -201,9 +201,10 @@ def cmd_evaluate(args) -> None:
     from pyro_vae.evaluation import checkpointed_log_likelihood
     from pyro_vae.train import load_run
 
-    exp, _ = load_run(args.run_dir)
+    exp, state = load_run(args.run_dir)
     x = exp.data.split(args.split)[: args.limit]
-    progress = args.run_dir / "evaluation" / f"{args.split}-{len(x)}points-k{args.num_samples}-seed{args.seed}"
+    name = f"{args.split}-{len(x)}points-k{args.num_samples}-seed{args.seed}-epoch{state.epoch}"  # trained on: anew
+    progress = args.run_dir / "evaluation" / name
     ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed)
     print(json.dumps({"split": args.split, "points": len(x), "elbo": exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},

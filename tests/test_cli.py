@@ -39,7 +39,7 @@ def test_train_evaluate_sample_plot_cycle(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["points"] == 20 and result["num_samples"] == 10
-    assert (run / "evaluation" / "test-20points-k10-seed0" / "chunk-0000000.pt").exists()
+    assert (run / "evaluation" / "test-20points-k10-seed0-epoch3" / "chunk-0000000.pt").exists()
     again = json.loads(cli("evaluate", str(run), "-k", "10", "--limit", "20").stdout)  # read back, not redrawn
     assert again["log_likelihood"] == result["log_likelihood"]
 
