@@ -73,8 +73,9 @@ def run_one(args, model: str, layers: int) -> dict:
     exp, state, train_s = train_run(args, make_config(args, model, layers, "binarized_mnist", "none"), run_dir)
     test = random_subset(exp.data.test, args.eval_points, args.seed)
     t0 = time.time()
-    ll = checkpointed_log_likelihood(exp.module, test, run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}",
-                                     num_samples=args.eval_samples, seed=args.seed, progress=True)
+    progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
+    ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed,
+                                     progress=True)
     checkpoint.save({"per_point": ll.per_point}, run_dir / "test_ll.pt")  # for the paired GAE - VAE difference
     row = {"model": model, "layers": layers, "test_nll": -ll.mean, "stderr": ll.stderr,
            "eval_samples": args.eval_samples, "test_points": len(test), "eval_seed": args.seed,

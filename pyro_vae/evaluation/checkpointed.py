@@ -47,9 +47,9 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of points, got {chunk_size}")
     directory = Path(directory)
+    parameters = _sha1(module.parameters()) if isinstance(module, nn.Module) else None
     _check_settings(directory, {"num_samples": num_samples, "chunk_size": chunk_size, "seed": seed,
-                                "points": len(data), "data_sha1": _sha1([data]),
-                                "parameters_sha1": _sha1(module.parameters()) if isinstance(module, nn.Module) else None})
+                                "points": len(data), "data_sha1": _sha1([data]), "parameters_sha1": parameters})
     per_point = []
     for c, start in enumerate(range(0, len(data), chunk_size)):
         path = directory / f"chunk-{start:07d}.pt"
@@ -66,7 +66,7 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
 def _sha1(tensors) -> str:
     h = hashlib.sha1()
     for t in tensors:
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return h.hexdigest()[:16]
 
 
