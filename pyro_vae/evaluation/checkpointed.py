@@ -53,13 +53,15 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
     per_point = []
     for c, start in enumerate(range(0, len(data), chunk_size)):
         path = directory / f"chunk-{start:07d}.pt"
-        if not path.exists():
-            pyro.set_rng_seed(seed + c)
-            ll = log_likelihood(module, data[start : start + chunk_size], num_samples=num_samples)
-            checkpoint.save({"per_point": ll.per_point}, path)
-            if progress:
-                print(f"{path}: {-ll.mean:.2f} nats over {ll.n} points", flush=True)
-        per_point.append(checkpoint.load(path)["per_point"])
+        if path.exists():
+            per_point.append(checkpoint.load(path)["per_point"])
+            continue
+        pyro.set_rng_seed(seed + c)
+        ll = log_likelihood(module, data[start : start + chunk_size], num_samples=num_samples)
+        checkpoint.save({"per_point": ll.per_point}, path)
+        per_point.append(ll.per_point)
+        if progress:
+            print(f"{path}: {-ll.mean:.2f} nats over {ll.n} points", flush=True)
     return LogLikelihood.from_per_point(torch.cat(per_point), num_samples)
 
 
