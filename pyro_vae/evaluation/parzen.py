@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pyro_vae.ops import logsumexp
+
 __all__ = [
     "DEFAULT_SIGMAS",
     "ParzenResult",
@@ -111,7 +113,7 @@ def _block_log_densities(
     for start in tqdm(range(0, len(x), batch_size), disable=not progress, desc=desc, unit="batch"):
         xb = x[start : start + batch_size].to(dtype)
         sq = (xb.pow(2).sum(-1, keepdim=True) + s_sq - 2 * xb @ s.T).clamp_(min=0)  # (b, m)
-        per_sigma = [(-sq / (2 * sg * sg)).logsumexp(-1) for sg in sigmas]
+        per_sigma = [logsumexp(-sq / (2 * sg * sg)) for sg in sigmas]
         out.append(torch.stack(per_sigma) + const.unsqueeze(-1))
     return torch.cat(out, -1)
 

@@ -29,6 +29,8 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
+from pyro_vae.ops import logsumexp
+
 _LOG_2PI = math.log(2 * math.pi)
 #: Largest number of (z, component) log-densities held at once by the chunked kernels.
 MAX_ELEMENTS = 1 << 22
@@ -132,7 +134,7 @@ def log_mixture(
                 if bool(hit.any()):
                     rows = hit.nonzero().squeeze(-1)
                     block = block.index_put((rows, ex[rows] - c0), torch.tensor(-math.inf))
-            lse = block.logsumexp(-1)
+            lse = logsumexp(block)
             total = lse if total is None else torch.logaddexp(total, lse)
         out.append(total)
     return torch.cat(out)
@@ -297,7 +299,7 @@ class ExemplarNormal(TorchDistribution):
         if log_w is None:
             return (-0.5 * ((value - loc) / scale).pow(2) - scale.log() - 0.5 * _LOG_2PI).sum(-1)
         lp = (-0.5 * ((value.unsqueeze(-2) - loc) / scale).pow(2) - scale.log() - 0.5 * _LOG_2PI).sum(-1)
-        return (lp + log_w).logsumexp(-1)
+        return logsumexp(lp + log_w)
 
     def _outer(self, value: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``(*vb, Q)``: log-density of every ``z`` under every value in ``y (Q,)``."""
@@ -331,7 +333,7 @@ class ExemplarNormal(TorchDistribution):
                 continue
             rows = (gg.unsqueeze(-1) * s + torch.arange(s)).reshape(-1)
             lp = torch.addmm(take(c, rows) + take(self.log_weights, rows), q, take(w, rows).T)
-            cols.append(lp.view(len(q), len(gg), s).logsumexp(-1))
+            cols.append(logsumexp(lp.view(len(q), len(gg), s)))
         return torch.cat(cols, -1)
 
 
