@@ -78,7 +78,10 @@ def extra_settings(items):
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        out[key] = json.loads(value) if value not in ("",) else value
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: a string setting, e.g. exemplar_bandwidth=shared
+            out[key] = value
     return out
 
 

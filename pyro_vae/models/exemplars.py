@@ -415,7 +415,8 @@ def clustered_neighbours(
     order = assign.argsort()
     members = list(order.split(torch.bincount(assign, minlength=num_clusters).tolist()))
     sizes = torch.tensor([len(m) for m in members])
-    cell_order = torch.cdist(centroids, centroids).argsort(-1)  # (C, C), own cell first
+    between = torch.cdist(centroids, centroids).fill_diagonal_(-1.0)  # own cell first, even if another coincides
+    cell_order = between.argsort(-1)  # (C, C)
     w, c = component_features(loc, scale)
     query = expected_query_features(loc, scale)
     out = torch.empty(n, k, dtype=torch.long)
@@ -427,7 +428,7 @@ def clustered_neighbours(
         needed = max(probe, int((reach < k + 1).sum()) + 1)
         cand = torch.cat([members[j] for j in cell_order[cell, :needed].tolist()])
         scores = torch.addmm(take(c, cand), take(query, q), take(w, cand).T)
-        scores.masked_fill_(q.unsqueeze(-1) == cand.unsqueeze(0), -math.inf)
+        scores[:, : len(q)].fill_diagonal_(-math.inf)  # cand starts with the cell's own members q
         out[q] = cand[scores.topk(k, dim=-1).indices]
     return out, centroids
 
