@@ -506,6 +506,26 @@ def test_neighbour_search():
     assert not (approx == torch.arange(3000).unsqueeze(1)).any()
 
 
+def test_shared_bandwidth_lists_rank_by_distance_in_bandwidth_units(digits):
+    # components N(mu_j, s^2): the best neighbours of i are the nearest means in units of s,
+    # whatever the posteriors' own scales (which the cache keeps)
+    gae = small_gae(digits, n=200, estimator="knn", neighbours=6, tail=10, bandwidth="shared")
+    with torch.no_grad():
+        gae.bandwidth.log_scale.copy_(torch.tensor([-1.0, 0.0, 1.5]))
+    gae.refresh(exact=True)
+    loc, s = gae.bank.loc, gae.bandwidth.scale.detach()
+    dist2 = torch.cdist(loc / s, loc / s).pow(2).fill_diagonal_(math.inf)
+    expected = dist2.topk(6, largest=False).indices
+    assert torch.equal(gae.bank.neighbours, expected)
+    # the per-step improvement ranks the same way: it keeps the exact lists as they are
+    index = torch.arange(0, 200, 7)
+    kept = gae.bank.improved_neighbours(index, torch.arange(200), gae.bandwidth.scale.detach())
+    assert torch.equal(kept, expected[index])
+    # ranked by the posteriors instead, the lists differ (the test can tell them apart)
+    assert not torch.equal(nearest_exemplars(loc, gae.bank.scale, loc, gae.bank.scale, 6,
+                                             exclude=torch.arange(200)), expected)
+
+
 def test_state_dict_round_trip_restores_the_cache(digits):
     gae = small_gae(digits, estimator="knn", neighbours=8, tail=10)
     gae.refresh()

@@ -499,20 +499,39 @@ class ExemplarBank(nn.Module):
         self._update_features()
         self.ready.fill_(True)
 
+    def _search_stats(self, rows: Optional[torch.Tensor] = None,
+                      bandwidth: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What neighbours are ranked by: the cached posteriors ``(μ_j, σ_j)`` (of ``rows``),
+        or, when the prior's components share one bandwidth ``s (D,)``, ``(μ_j / s, 1)``.
+        Then every component is ``N(μ_j, diag s²)`` and ``E_{q_i} log N(z; μ_j, s²)`` ranks
+        ``j`` by the distance ``‖(μ_i − μ_j) / s‖`` alone, which is what these give."""
+        loc = self.loc if rows is None else take(self.loc, rows)
+        if bandwidth is None:
+            return loc, self.scale if rows is None else take(self.scale, rows)
+        return loc / bandwidth, torch.ones_like(loc)
+
+    def _search_features(self, rows: torch.Tensor,
+                         bandwidth: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel features of components ``rows`` (any shape) as :meth:`_search_stats` ranks them."""
+        if bandwidth is None:
+            return take(self.w, rows), take(self.c, rows)
+        return component_features(*self._search_stats(rows, bandwidth))
+
     @torch.no_grad()
-    def rebuild_neighbours(self, exact: Optional[bool] = None) -> None:
+    def rebuild_neighbours(self, exact: Optional[bool] = None, bandwidth: Optional[torch.Tensor] = None) -> None:
         """Neighbour lists from the cached statistics: exact (all pairs) or, by default
         above ``EXACT_SEARCH`` exemplars, from the clustered index of
-        :func:`clustered_neighbours`."""
+        :func:`clustered_neighbours`. ``bandwidth``: the components' shared scale, if
+        they have one (ranking as in :meth:`_search_stats`)."""
         if self.num_neighbours:
+            loc, scale = self._search_stats(bandwidth=bandwidth)
             if exact or (exact is None and self.num <= EXACT_SEARCH):
                 own = torch.arange(self.num)
-                lists = nearest_exemplars(self.loc, self.scale, self.loc, self.scale,
-                                          self.num_neighbours, exclude=own)
+                lists = nearest_exemplars(loc, scale, loc, scale, self.num_neighbours, exclude=own)
             else:
                 start = self.centroids if bool(self.clustered) else None
                 lists, centroids = clustered_neighbours(
-                    self.loc, self.scale, self.num_neighbours, num_clusters=len(self.centroids), centroids=start,
+                    loc, scale, self.num_neighbours, num_clusters=len(self.centroids), centroids=start,
                     seed=int(self.steps))
                 self.centroids.copy_(centroids)
                 self.clustered.fill_(True)
@@ -527,26 +546,30 @@ class ExemplarBank(nn.Module):
         self._update_features(index)
 
     @torch.no_grad()
-    def improved_neighbours(self, index: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    def improved_neighbours(self, index: torch.Tensor, extra: torch.Tensor,
+                            bandwidth: Optional[torch.Tensor] = None) -> torch.Tensor:
         r"""Re-ranked neighbour lists ``(B, K)`` of exemplars ``index (B,)`` (NN-descent style).
 
         Each list is replaced by the best ``K`` of: itself, the first ``SECOND_ORDER`` of
         its nearest neighbour's list (neighbours of neighbours), and the best four of the
         shared candidates
         ``extra (m,)`` (random exemplars and the minibatch), scored by the expected
-        log-density under the exemplar's cached posterior.
+        log-density under the exemplar's cached posterior (given the components' shared
+        ``bandwidth``: by distance in its units, see :meth:`_search_stats`).
         """
         k = self.num_neighbours
         lists = take(self.neighbours, index)  # (B, K)
         if k == 0:
             return lists
         second = take(self.neighbours, lists[:, 0])[:, :SECOND_ORDER]  # the nearest neighbour's
-        query = expected_query_features(take(self.loc, index), take(self.scale, index))  # (B, 2D)
-        s_extra = torch.addmm(take(self.c, extra), query, take(self.w, extra).T)
+        query = expected_query_features(*self._search_stats(index, bandwidth))  # (B, 2D)
+        w_extra, c_extra = self._search_features(extra, bandwidth)
+        s_extra = torch.addmm(c_extra, query, w_extra.T)
         s_extra = s_extra.masked_fill(extra.unsqueeze(0) == index.unsqueeze(1), -math.inf)
         top = s_extra.topk(min(4, len(extra)), dim=-1)  # topk is slow on CPU: a few suffice
         local = torch.cat([lists, second], -1)
-        s_local = torch.bmm(take(self.w, local), query.unsqueeze(-1)).squeeze(-1) + take(self.c, local)
+        w_local, c_local = self._search_features(local, bandwidth)
+        s_local = torch.bmm(w_local, query.unsqueeze(-1)).squeeze(-1) + c_local
         cand = torch.cat([local, extra[top.indices]], -1)  # (B, L)
         score = torch.cat([s_local, top.values], -1)
         score = score.masked_fill(cand == index.unsqueeze(-1), -math.inf)

@@ -110,7 +110,8 @@ bandwidth is fitted, leave-one-out, by the training objective itself rather than
 each posterior's width. The posteriors ``q_φ(z|x)`` (the guide, the regulariser) keep their
 own ``σ_φ(x)``; only the prior's components change, so every estimator, the exact
 evaluation and generation apply unchanged (``z ~ N(μ_φ(x_y), diag s²)``). The cache keeps
-the posteriors; neighbour lists rank by them.
+the posteriors; neighbour lists rank by the components: by distance between the means in
+units of ``s``.
 
 Evaluation (held-out ELBO, :meth:`GAE.log_likelihood`, sampling) always uses the exact
 mixture over all ``n`` components, re-encoded with the current parameters whenever
@@ -652,11 +653,11 @@ class GAE(VAE):
             every = math.ceil(self.num_exemplars / max(batch, 1))
         if not bool(bank.listed):
             self.exemplar_stats()
-            bank.rebuild_neighbours()
+            self.rebuild_neighbours()
             self._last_refresh = steps
         elif every and steps != self._last_refresh and (
                 steps % every == 0 or (steps < every and steps in (every // 8, every // 4, every // 2))):
-            bank.rebuild_neighbours()  # once per `every` calls, and sooner in the fast-moving start
+            self.rebuild_neighbours()  # once per `every` calls, and sooner in the fast-moving start
             self._last_refresh = steps
 
     @torch.no_grad()
@@ -690,7 +691,8 @@ class GAE(VAE):
         if self.improve and pool.near is not None and pool.explore is not None:
             # candidates: the global batch and this rank's random exemplars
             explore = torch.cat([global_index, pool.explore[len(index):]])
-            mine, lists = distributed.all_gather_indexed(index, self.bank.improved_neighbours(index, explore))
+            lists = self.bank.improved_neighbours(index, explore, self._ranking_bandwidth())
+            mine, lists = distributed.all_gather_indexed(index, lists)
             self.bank.neighbours[mine] = lists
 
     @torch.no_grad()
@@ -699,7 +701,16 @@ class GAE(VAE):
         default: all pairs up to ``EXACT_SEARCH`` exemplars, else the clustered search)."""
         self.bank.refresh_stats(self.guide.encoder, self.exemplars)
         self._fingerprint = self._encoder_version()
-        self.bank.rebuild_neighbours(exact)
+        self.rebuild_neighbours(exact)
+
+    @torch.no_grad()
+    def rebuild_neighbours(self, exact: Optional[bool] = None) -> None:
+        """Rebuild every neighbour list from the cache as it is (see :meth:`refresh`), ranked
+        by the prior's components (with a shared bandwidth: distance in units of ``s``)."""
+        self.bank.rebuild_neighbours(exact, self._ranking_bandwidth())
+
+    def _ranking_bandwidth(self) -> Optional[torch.Tensor]:
+        return None if self.bandwidth is None else self.bandwidth.scale.detach()
 
     # ------------------------------------------------------------------ generation
 
