@@ -16,7 +16,7 @@ after every epoch reports for each, on a fixed random set of training points:
 * ``elbo``: the epoch's mean training objective per point (``inference.step``'s ``"elbo"``);
 * the seconds spent in list rebuilds.
 
-    python benchmarks/gae_refresh.py                        # periods 1, 2, 4 epochs; 8 epochs; ~6 min
+    python benchmarks/gae_refresh.py                        # periods 1, 2, 4 epochs; 8 epochs; ~8 min
     python benchmarks/gae_refresh.py --periods 1 4 --epochs 4 --layers 2
 """
 
@@ -70,7 +70,8 @@ def timed_rebuilds(module) -> list:
 
 def quality_keeping_cache(module, points: torch.Tensor) -> dict:
     """``prior_estimate_error`` without its side effect on training: it re-encodes all ``n``
-    exemplars into the cache (for the exact prior); the stale cache training had is put back."""
+    exemplars into the cache (for the exact prior); the stale cache training had is put back.
+    (Nothing takes it for fresh: the encoder changes at the next step.)"""
     bank = module.bank
     loc, scale = bank.loc.clone(), bank.scale.clone()
     quality = module.prior_estimate_error(points, num_draws=2)
