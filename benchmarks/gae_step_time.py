@@ -19,7 +19,8 @@ machine load hits all alike. Models:
 Reported: the median milliseconds per step after ``--warmup`` steps, the ratio to the
 VAE's median, and for both GAEs also the *amortized* ratio, which adds their neighbour-list
 rebuild (the median of three, timed separately) spread over the steps between two rebuilds
-(``exemplar_refresh``; by default once per epoch, ``n / batch`` steps). The GAE's first step (filling the cache and the first lists) is reported apart.
+(``exemplar_refresh``; by default once per epoch, ``n / batch`` steps). The GAE's first step
+(filling the cache and the first lists) is reported apart.
 
     python benchmarks/gae_step_time.py                       # 1 and 2 hidden layers, ~10 min
     python benchmarks/gae_step_time.py --steps 20 --layers 1 --exact-steps 1   # quick look

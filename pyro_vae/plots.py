@@ -24,6 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pyro_vae.ops import logsumexp
+
 PathLike = Union[str, Path]
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 
@@ -376,7 +378,7 @@ def _kde_log_density(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
     out = []
     for start in range(0, len(g), 2048):
         d = (g[start : start + 2048, None, :] - pts[None]) / bw
-        out.append((-0.5 * d.pow(2).sum(-1)).logsumexp(-1))
+        out.append(logsumexp(-0.5 * d.pow(2).sum(-1)))
     log_norm = math.log(n) + math.log(2 * math.pi) + float(bw.log().sum())
     return (torch.cat(out) - log_norm).numpy()
 

@@ -511,17 +511,16 @@ class GAE(VAE):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        # index_add_ from a strided source (autograd's gradients may be) takes a 3x slower path
-        parts = [(r.reshape(-1), _grad(w).reshape(-1, w.shape[-1]).contiguous(), _grad(c).reshape(-1).contiguous(),
-                  weight) for r, (w, c), weight in pending]
+        parts = [(r.reshape(-1), _grad(w).reshape(-1, w.shape[-1]), _grad(c).reshape(-1), weight)
+                 for r, (w, c), weight in pending]
         if distributed.is_active():  # one collective: every rank adds every rank's weighted gradients
             rows = torch.cat([r for r, _, _, _ in parts])
             table = torch.cat([torch.cat([g_w, g_c.unsqueeze(-1)], -1) * weight for _, g_w, g_c, weight in parts])
             rows, table = distributed.all_gather_indexed(rows, table)
-            parts = [(rows, table[:, :-1].contiguous(), table[:, -1].contiguous(), 1.0)]
-        for rows, g_w, g_c, weight in parts:
-            self.bank.grad_w.index_add_(0, rows, g_w, alpha=weight)
-            self.bank.grad_c.index_add_(0, rows, g_c, alpha=weight)
+            parts = [(rows, table[:, :-1], table[:, -1], 1.0)]
+        for rows, g_w, g_c, weight in parts:  # from a strided source index_add_ takes a 3x slower path
+            self.bank.grad_w.index_add_(0, rows, g_w.contiguous(), alpha=weight)
+            self.bank.grad_c.index_add_(0, rows, g_c.contiguous(), alpha=weight)
 
     def _cached_features(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel features of the cached components of exemplars ``rows``, whose gradients
