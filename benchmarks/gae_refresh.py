@@ -2,8 +2,7 @@
 
 The ``"knn"`` estimator is unbiased whatever the neighbour lists hold; good lists only lower
 its variance. Lists are rebuilt from the cache every ``exemplar_refresh`` training calls
-(default: once per epoch) and each minibatch's lists are improved at every step
-(neighbours of neighbours, a few random candidates). The rebuild is most of what the GAE
+(default: every 2 epochs). The rebuild is a good part of what the GAE
 adds to a step once amortized (``gae_step_time.py``), so this script trains one GAE per
 rebuild period, in lockstep on the very same minibatches from the same initialisation, and
 after every epoch reports for each, on a fixed random set of training points:

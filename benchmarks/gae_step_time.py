@@ -19,7 +19,7 @@ machine load hits all alike. Models:
 Reported: the median milliseconds per step after ``--warmup`` steps, the ratio to the
 VAE's median, and for both GAEs also the *amortized* ratio, which adds their neighbour-list
 rebuild (the median of three, timed separately) spread over the steps between two rebuilds
-(``exemplar_refresh``; by default once per epoch, ``n / batch`` steps). The GAE's first step
+(``GAE.rebuild_period``: ``exemplar_refresh``, by default two epochs). The GAE's first step
 (filling the cache and the first lists) is reported apart.
 
     python benchmarks/gae_step_time.py                       # 1 and 2 hidden layers, ~10 min
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -114,11 +113,9 @@ def run_depth(args, layers: int) -> dict:
                 times[name].append(time.perf_counter() - t)
     medians = {name: statistics.median(v) * 1000 for name, v in times.items()}
 
-    steps_per_epoch = math.ceil(n / b)
     rebuild = {name: statistics.median(_seconds(exps[name].module.rebuild_neighbours) for _ in range(3))
                for name in ("gae", "gae-shared")}
-    every = {name: exps[name].module.refresh_every for name in rebuild}
-    period = {name: steps_per_epoch if e is None else e for name, e in every.items()}  # 0: never after the first
+    period = {name: exps[name].module.rebuild_period(b) for name in rebuild}  # 0: never after the first
     amortized = {name: medians[name] + (1000 * s / period[name] if period[name] else 0.0)
                  for name, s in rebuild.items()}
     row = {

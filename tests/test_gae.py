@@ -390,6 +390,22 @@ def test_deferred_gradients_complete_the_exact_gradient(digits, bandwidth):
         torch.testing.assert_close(f + s, e, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("refresh_every, rebuilt_at", [(None, [0, 1, 2, 4, 8, 16]), (5, [0, 1, 2, 5, 10, 15])])
+def test_neighbour_lists_are_rebuilt_on_schedule(digits, refresh_every, rebuilt_at):
+    # 200 exemplars in minibatches of 50: 4 calls an epoch, a rebuild every 2 epochs by
+    # default, and sooner (1/8, 1/4, 1/2 of the period) while the cache moves fast
+    gae = small_gae(digits, n=200, estimator="knn", neighbours=5, tail=10, refresh_every=refresh_every)
+    assert gae.rebuild_period(50) == (8 if refresh_every is None else refresh_every)
+    seen = []
+    rebuild = gae.bank.rebuild_neighbours
+    gae.bank.rebuild_neighbours = lambda *a, **k: (seen.append(int(gae.bank.steps)), rebuild(*a, **k))
+    for step in range(17):
+        index = torch.arange(50) + 50 * (step % 4)
+        with torch.no_grad():
+            elbo().loss(gae.model, gae.guide, gae.exemplars[index], index, 200)
+    assert seen == rebuilt_at
+
+
 @pytest.mark.parametrize("improve", [False, True])
 def test_knn_training_step_writes_back_and_is_applied_to_the_minibatch(digits, improve):
     gae = small_gae(digits, n=200, estimator="knn", neighbours=10, tail=20, improve=improve)
@@ -476,6 +492,12 @@ def test_exemplar_normal_paths_agree():
         yy = torch.full((5,), y)
         torch.testing.assert_close(ExemplarNormal(loc, scale, yy, row_loc=row_loc, row_scale=row_scale).log_prob(z),
                                    table[y], rtol=1e-5, atol=1e-4)
+    draws = torch.randn(2, 5, 3)  # several z per row (e.g. vectorised particles): the einsum path
+    tables = ExemplarNormal(loc, scale, torch.arange(16).view(16, 1, 1), row_loc=row_loc,
+                            row_scale=row_scale).log_prob(draws)
+    for i in range(2):
+        torch.testing.assert_close(tables[:, i], ExemplarNormal(loc, scale, torch.arange(16).unsqueeze(-1), row_loc=row_loc,
+                                                                row_scale=row_scale).log_prob(draws[i]))
     w, c = component_features(loc, scale)
     back = features_to_params(w)
     torch.testing.assert_close(back[0], loc) and torch.testing.assert_close(back[1], scale)
@@ -504,6 +526,14 @@ def test_neighbour_search():
     recall = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(exact, approx)) / exact.numel()
     assert recall > 0.7
     assert not (approx == torch.arange(3000).unsqueeze(1)).any()
+    # a warm start whose cells the cache has left (all but 3 far from every mean): the
+    # empty cells restart at exemplars, so the cells end up populated and the search as good
+    stale = torch.cat([loc[:3], torch.full((52, 4), 100.0)])
+    lists, centroids = clustered_neighbours(loc, scale, 10, centroids=stale)
+    cells = torch.cdist(loc, centroids).argmin(-1).unique()
+    assert len(cells) > 40
+    again = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(exact, lists)) / exact.numel()
+    assert again > 0.7
 
 
 def test_shared_bandwidth_lists_rank_by_distance_in_bandwidth_units(digits):

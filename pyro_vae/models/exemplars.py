@@ -309,8 +309,11 @@ class ExemplarNormal(TorchDistribution):
         parts = []
         if k:
             w, c = self.row_features()  # (B, K, 2D), (B, K)
-            near = torch.einsum("vbf,bkf->vbk", q.view(-1, w.shape[0], q.shape[-1]), w) + c
-            parts.append(near.reshape(-1, k))
+            qb = q.view(-1, w.shape[0], 1, q.shape[-1])  # (V, B, 1, 2D)
+            # one z per row (V = 1, training): a broadcast product, whose backward is too;
+            # einsum's backward for w is an outer-product bmm that CPU runs batch by batch
+            near = (qb * w).sum(-1) if len(qb) == 1 else torch.einsum("vbof,bkf->vbk", qb, w)
+            parts.append((near + c).reshape(-1, k))
         parts.append(self._shared(q, torch.arange(self.support_size - k)))
         table = torch.cat(parts, -1) if k else parts[0]
         if self.support_mask is not None:  # (B, Q): -inf where y has no prior mass
@@ -386,8 +389,9 @@ def clustered_neighbours(
     r"""Approximate :func:`nearest_exemplars` of every exemplar among all (an IVF index).
 
     k-means (``iterations`` Lloyd steps on the means ``loc``, started from ``centroids``
-    when given, else from exemplars drawn with ``seed``: a function of its inputs only,
-    so processes holding the same cache build the same lists) splits the ``n``
+    when given, else from exemplars drawn with ``seed``, as are the restarts of empty
+    cells: a function of its inputs only, so processes holding the same cache build the
+    same lists) splits the ``n``
     exemplars into ``num_clusters`` (default ``√n``) cells; each exemplar's ``k`` neighbours are then
     searched exactly, by expected log-density, among the members of the ``probe`` cells
     whose centroids are nearest its own cell's (at least ``k + 1`` candidates). Cost
@@ -398,20 +402,22 @@ def clustered_neighbours(
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in [1, {n - 1}], got {k}")
     num_clusters = min(n, num_clusters or max(1, round(math.sqrt(n))))
+    gen = torch.Generator().manual_seed(seed)
     if centroids is None or centroids.shape != (num_clusters, dim):
-        draw = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        centroids = loc[draw[:num_clusters]].clone()
-    sq = loc.pow(2).sum(-1, keepdim=True)
+        centroids = loc[torch.randperm(n, generator=gen)[:num_clusters]].clone()
     for it in range(iterations + 1):
-        assign = torch.cat([
-            (sq[s : s + 8192] - 2 * loc[s : s + 8192] @ centroids.T + centroids.pow(2).sum(-1)).argmin(-1)
-            for s in range(0, n, 8192)
-        ])
+        # nearest centroid: argmin of ‖c‖² − 2 x·c (‖x‖² is the same for every centroid)
+        assign = torch.cat([torch.addmm(centroids.pow(2).sum(-1), loc[s : s + 8192], centroids.T, alpha=-2).argmin(-1)
+                            for s in range(0, n, 8192)])
         if it == iterations:
             break
         counts = torch.bincount(assign, minlength=num_clusters).unsqueeze(-1).float()
         sums = torch.zeros_like(centroids).index_add_(0, assign, loc)
         centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        # an empty cell restarts at a random exemplar: else cells left behind by a moving
+        # cache (warm starts) stay empty and the others grow, and with them the search
+        empty = (counts[:, 0] == 0).nonzero().squeeze(-1)
+        centroids[empty] = loc[torch.randint(0, n, (len(empty),), generator=gen)]
     order = assign.argsort()
     members = list(order.split(torch.bincount(assign, minlength=num_clusters).tolist()))
     sizes = torch.tensor([len(m) for m in members])

@@ -88,7 +88,7 @@ encoder passes per step. ``estimator`` chooses how training calls form the prior
   with gradients) and are written back after the step, so a cached entry is at most
   one epoch old; any evaluation that re-encodes all ``n`` refreshes the whole cache.
   *Lists* are built at the first training call and rebuilt from the cache every
-  ``refresh_every`` calls (default: once per epoch) by a clustered search (k-means
+  ``refresh_every`` calls (default: every two epochs) by a clustered search (k-means
   cells over the cached means, exact search among a few nearby cells; exact all-pairs
   up to ``EXACT_SEARCH`` exemplars), ranked by the closed-form expected log-density
   ``E_{q(z|x_i)} log q_j(z)``. *Gradients w.r.t. cached components* are not dropped:
@@ -228,7 +228,7 @@ class GAE(VAE):
         fresh: nearest neighbours per point re-encoded with gradients (``"knn"``).
         refresh_every: neighbour lists rebuilt (clustered search over the cache) every
             this many training calls, and after 1/8, 1/4 and 1/2 of the first period;
-            None: once per epoch (``n / batch`` calls); 0: only at the first call.
+            None: every two epochs (``2 n / batch`` calls); 0: only at the first call.
         improve: also improve the minibatch's lists at every step (NN-descent style).
         leave_one_out: exclude a training point's own component from its prior.
         max_enumerated: largest ``components × batch`` table a held-out call enumerates
@@ -647,14 +647,20 @@ class GAE(VAE):
 
     # ------------------------------------------------------------------ the cache
 
+    def rebuild_period(self, batch: int) -> int:
+        """Training calls between two list rebuilds for minibatches of ``batch`` points:
+        ``refresh_every``, by default two epochs (as good lists as every epoch, at half
+        the cost: ``benchmarks/gae_refresh.py``); 0: never after the first call."""
+        if self.refresh_every is not None:
+            return self.refresh_every
+        return 2 * math.ceil(self.num_exemplars / max(batch, 1))
+
     @torch.no_grad()
     def _maybe_refresh(self, batch: int) -> None:
         """Build the cache and lists at the first training call; rebuild the lists every
-        ``refresh_every`` calls (default: once per epoch of minibatches of ``batch``)."""
+        :meth:`rebuild_period` calls."""
         bank, steps = self.bank, int(self.bank.steps)
-        every = self.refresh_every
-        if every is None:
-            every = math.ceil(self.num_exemplars / max(batch, 1))
+        every = self.rebuild_period(batch)
         if not bool(bank.listed):
             self.exemplar_stats()
             self.rebuild_neighbours()
