@@ -58,8 +58,8 @@ class ModelConfig:
     exemplar_tail: Optional[int] = None
     #: "knn": nearest neighbours per point re-encoded with gradients each step (default 0).
     exemplar_fresh: Optional[int] = None
-    #: "knn": neighbour lists rebuilt from the cache every this many steps (default: about
-    #: every 2 epochs; 0: only at the first step).
+    #: "knn": neighbour lists rebuilt from the cache every this many steps (default: every
+    #: 2 epochs; 0: only at the first step).
     exemplar_refresh: Optional[int] = None
     #: Exclude a training point's own component from its prior (default true).
     leave_one_out: Optional[bool] = None

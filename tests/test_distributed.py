@@ -218,7 +218,7 @@ GAE_WORKER = textwrap.dedent("""
             exp.inference.step(x, index, n)
         worst = max(worst, float((gae.bank.loc[rows] - loc).abs().max()),
                     float((gae.bank.scale[rows] - scale).abs().max()))
-        cleared = cleared and not bool(gae.bank.grad_w[rows].any())
+        cleared = cleared and not any(bool(t[rows].any()) for t in gae.bank.deferred_tables)
     state = gae.state_dict()  # collects the last step's deferred gradients, on every rank
     torch.save({"bank": {k: v for k, v in state.items() if k.startswith("bank.")},
                 "worst": worst, "cleared": cleared, "index": index}, f"{out}/rank{distributed.rank()}.pt")
@@ -226,20 +226,22 @@ GAE_WORKER = textwrap.dedent("""
 """)
 
 
-def test_every_gae_process_keeps_the_cache_of_all_training_points(tmp_path):
+@pytest.mark.parametrize("bandwidth", ["posterior", "shared"])
+def test_every_gae_process_keeps_the_cache_of_all_training_points(tmp_path, bandwidth):
     """The GAE under 2 processes: after every step each rank's cache holds the fresh
     statistics of the whole global batch (the other rank's rows too), the deferred
     gradients applied in the step are cleared for all of it, and the cache, neighbour
     lists and deferred gradients are bit-identical on both ranks."""
     overrides = FAST + ["model.name=gae", "model.exemplar_neighbours=8", "model.exemplar_fresh=2",
-                        "data.batch_size=50", "data.binarize=static"]
+                        "data.batch_size=50", "data.binarize=static", f"model.exemplar_bandwidth={bandwidth}"]
     ranks = run_two_ranks(tmp_path, GAE_WORKER, json.dumps(overrides), 6)
     assert not set(ranks[0]["index"].tolist()) & set(ranks[1]["index"].tolist())  # disjoint shards
     for r in ranks:
         assert r["worst"] < 1e-5 and r["cleared"]
     assert tensors_equal(ranks[0]["bank"], ranks[1]["bank"]) == ""
     bank = ranks[0]["bank"]
-    assert int(bank["bank.steps"]) == 6 and bank["bank.grad_w"].abs().sum() > 0
+    grads = bank["bank.grad_loc"] if bandwidth == "shared" else bank["bank.grad_w"]
+    assert int(bank["bank.steps"]) == 6 and grads.abs().sum() > 0
 
 
 ONE_VALID_ROW_WORKER = textwrap.dedent("""

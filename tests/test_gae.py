@@ -379,10 +379,11 @@ def test_deferred_gradients_complete_the_exact_gradient(digits, bandwidth):
     first = [p.grad.clone() for p in params]
     gae.zero_grad()
     gae._collect_deferred()
-    assert gae.bank.grad_w.abs().sum() > 0
-    loc, scale = gae.components(*gae.guide.encoder(gae.exemplars))
-    w, c = component_features(loc, scale.detach() if bandwidth == "shared" else scale)
-    later = (gae.bank.grad_w * w).sum() + (gae.bank.grad_c * c).sum()
+    tables = gae.bank.deferred_tables  # w.r.t. the features, or the means with a shared bandwidth
+    assert len(tables) == (1 if bandwidth == "shared" else 2) and tables[0].abs().sum() > 0
+    loc, scale = gae.guide.encoder(gae.exemplars)
+    fresh = (loc,) if bandwidth == "shared" else component_features(loc, scale)
+    later = sum((t * f).sum() for t, f in zip(tables, fresh))
     second = torch.autograd.grad(later, params, allow_unused=True)
     for e, f, s in zip(exact, first, second):
         e = torch.zeros_like(f) if e is None else e
@@ -565,6 +566,14 @@ def test_state_dict_round_trip_restores_the_cache(digits):
     torch.testing.assert_close(other.bank.w, gae.bank.w)  # derived features rebuilt on load
     bank = ExemplarBank(5, 2, 2)
     assert "w" not in bank.state_dict() and "grad_w" in bank.state_dict()
+    # a shared-scale bank keeps gradients w.r.t. the means; one saved with feature
+    # gradients (before that) still loads, its deferred gradients dropped
+    shared = ExemplarBank(5, 2, 2, shared_scale=True)
+    assert "grad_loc" in shared.state_dict() and "grad_w" not in shared.state_dict()
+    old = {**bank.state_dict(), "grad_w": torch.ones(5, 4), "loc": torch.full((5, 2), 3.0)}
+    shared.grad_loc.fill_(1.0)
+    shared.load_state_dict(old)
+    assert not shared.grad_loc.any() and bool((shared.loc == 3.0).all())
 
 
 # ----------------------------------------------------------------------------- bad inputs

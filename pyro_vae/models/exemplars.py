@@ -448,13 +448,16 @@ class ExemplarBank(nn.Module):
     never itself); ``steps``, the training calls seen; ``ready``, whether the statistics
     were ever filled; ``listed``, whether the neighbour lists were ever built;
     ``centroids``, ``clustered``, the cells of the last clustered neighbour search;
-    ``grad_w (n, 2D)``, ``grad_c (n,)``, loss gradients w.r.t. the cached components'
-    features, accumulated until the exemplar's next minibatch (deferred gradients). Derived,
-    not saved: ``features``, the kernel features ``(w (n, 2D), c (n,))`` of every cached
-    component (:func:`component_features`), kept in step with ``loc`` and ``scale``.
+    and the loss gradients w.r.t. the cached components, accumulated until the exemplar's
+    next minibatch (deferred gradients, :attr:`deferred_tables`): w.r.t. their features,
+    ``grad_w (n, 2D)``, ``grad_c (n,)``, or, when the components share one scale
+    (``shared_scale``: the scale is a live parameter, only the means are cached), w.r.t.
+    their means, ``grad_loc (n, D)``. Derived, not saved: ``features``, the kernel
+    features ``(w (n, 2D), c (n,))`` of every cached component
+    (:func:`component_features`), kept in step with ``loc`` and ``scale``.
     """
 
-    def __init__(self, num: int, z_dim: int, num_neighbours: int):
+    def __init__(self, num: int, z_dim: int, num_neighbours: int, shared_scale: bool = False):
         super().__init__()
         self.register_buffer("loc", torch.zeros(num, z_dim))
         self.register_buffer("scale", torch.ones(num, z_dim))
@@ -462,8 +465,12 @@ class ExemplarBank(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
         self.register_buffer("listed", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("grad_w", torch.zeros(num, 2 * z_dim))
-        self.register_buffer("grad_c", torch.zeros(num))
+        if shared_scale:
+            self.register_buffer("grad_loc", torch.zeros(num, z_dim))
+            self._register_load_state_dict_pre_hook(self._feature_gradients_dropped)
+        else:
+            self.register_buffer("grad_w", torch.zeros(num, 2 * z_dim))
+            self.register_buffer("grad_c", torch.zeros(num))
         self.register_buffer("w", torch.zeros(num, 2 * z_dim), persistent=False)
         self.register_buffer("c", torch.zeros(num), persistent=False)
         self._update_features()
@@ -479,6 +486,20 @@ class ExemplarBank(nn.Module):
     @property
     def num_neighbours(self) -> int:
         return self.neighbours.shape[1]
+
+    @property
+    def deferred_tables(self) -> tuple[torch.Tensor, ...]:
+        """The deferred-gradient tables, in the order of the cached leaves they hold
+        gradients for: ``(grad_w, grad_c)``, or ``(grad_loc,)`` with a shared scale."""
+        return (self.grad_loc,) if hasattr(self, "grad_loc") else (self.grad_w, self.grad_c)
+
+    def _feature_gradients_dropped(self, state_dict, prefix, *args) -> None:
+        """A shared-scale bank saved before its deferred gradients were kept w.r.t. the
+        means holds them w.r.t. the features instead: they are dropped (the gradients of
+        at most one epoch of steps, on a run resumed across that change)."""
+        if prefix + "grad_loc" not in state_dict and prefix + "grad_w" in state_dict:
+            del state_dict[prefix + "grad_w"], state_dict[prefix + "grad_c"]
+            state_dict[prefix + "grad_loc"] = torch.zeros_like(self.grad_loc)
 
     @property
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:

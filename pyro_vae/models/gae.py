@@ -92,7 +92,7 @@ encoder passes per step. ``estimator`` chooses how training calls form the prior
   cells over the cached means, exact search among a few nearby cells; exact all-pairs
   up to ``EXACT_SEARCH`` exemplars), ranked by the closed-form expected log-density
   ``E_{q(z|x_i)} log q_j(z)``. *Gradients w.r.t. cached components* are not dropped:
-  they are accumulated per exemplar (``bank.grad_w``, ``bank.grad_c``) and applied
+  they are accumulated per exemplar (``bank.deferred_tables``) and applied
   through the encoder when that exemplar is next in a minibatch (a zero-valued factor
   whose gradient is exactly the deferred one), so the component gradient
   ``Σ_j r_ij ∇_φ log q_φ(z_i|x_j)`` reaches every component in the pool, at most one
@@ -299,7 +299,7 @@ class GAE(VAE):
         self.improve = improve
         self.max_enumerated = max_enumerated
         num_neighbours = min(neighbours, n - 1)
-        self.bank = ExemplarBank(n, z_dim, num_neighbours)
+        self.bank = ExemplarBank(n, z_dim, num_neighbours, shared_scale=bandwidth == "shared")
         self._fingerprint = None  # encoder parameter versions the bank is exact for
         self._memo = None  # the guide's last encoder pass, reused by the model
         self._pool_override: Optional[ExemplarPool] = None
@@ -511,47 +511,45 @@ class GAE(VAE):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        parts = [(r.reshape(-1), _grad(w).reshape(-1, w.shape[-1]), _grad(c).reshape(-1), weight)
-                 for r, (w, c), weight in pending]
+        tables = self.bank.deferred_tables
+        widths = [t[0].numel() for t in tables]
+        parts = [(r.reshape(-1), [_grad(leaf).reshape(r.numel(), -1) for leaf in leaves], weight)
+                 for r, leaves, weight in pending]
         if distributed.is_active():  # one collective: every rank adds every rank's weighted gradients
-            rows = torch.cat([r for r, _, _, _ in parts])
-            table = torch.cat([torch.cat([g_w, g_c.unsqueeze(-1)], -1) * weight for _, g_w, g_c, weight in parts])
+            rows = torch.cat([r for r, _, _ in parts])
+            table = torch.cat([torch.cat(grads, -1) * weight for _, grads, weight in parts])
             rows, table = distributed.all_gather_indexed(rows, table)
-            parts = [(rows, table[:, :-1], table[:, -1], 1.0)]
-        for rows, g_w, g_c, weight in parts:  # from a strided source index_add_ takes a 3x slower path
-            self.bank.grad_w.index_add_(0, rows, g_w.contiguous(), alpha=weight)
-            self.bank.grad_c.index_add_(0, rows, g_c.contiguous(), alpha=weight)
+            parts = [(rows, table.split(widths, -1), 1.0)]
+        for rows, grads, weight in parts:  # from a strided source index_add_ takes a 3x slower path
+            for t, g in zip(tables, grads):
+                t.index_add_(0, rows, g.reshape(-1, *t.shape[1:]).contiguous(), alpha=weight)
 
     def _cached_features(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel features of the cached components of exemplars ``rows``, whose gradients
-        are kept for later (deferred) when training with the ``"knn"`` estimator. (A
-        shared bandwidth is live: its features are formed from the cached means and the
-        current ``s``, which gets its gradient at once.)"""
-        if self.bandwidth is None:
-            w, c = take(self.bank.w, rows), take(self.bank.c, rows)
-        else:
-            w, c = component_features(take(self.bank.loc, rows), self.bandwidth.scale)
+        are kept for later (deferred) when training with the ``"knn"`` estimator: w.r.t.
+        the cached features, or with a shared bandwidth w.r.t. the cached means (``s`` is
+        live: the features are formed from the means and the current ``s``, which gets its
+        gradient at once; the means carry half the numbers the features do)."""
+        leaves = (take(self.bank.w, rows), take(self.bank.c, rows)) if self.bandwidth is None \
+            else (take(self.bank.loc, rows),)
         if self.deferred and torch.is_grad_enabled() and self._estimator() == "knn":
-            for t in (w, c):
-                if t.is_leaf:
-                    t.requires_grad_(True)
-                else:
-                    t.retain_grad()
-            self._pending.append((rows, (w, c), distributed.grad_weight()))
-        return w, c
+            for leaf in leaves:
+                leaf.requires_grad_(True)
+            self._pending.append((rows, leaves, distributed.grad_weight()))
+        return leaves if self.bandwidth is None else component_features(leaves[0], self.bandwidth.scale)
 
     def _apply_deferred(self, index: torch.Tensor, loc_x: torch.Tensor, scale_x: torch.Tensor) -> None:
         r"""Route the gradients accumulated for the minibatch's cached components through
         its fresh encoder pass: a zero-valued factor ``−(S − S̄)`` with
-        ``S = Σ_b ⟨∂L/∂w_b, w(μ_φ(x_b), σ_φ(x_b))⟩`` adds exactly them to the loss gradient.
-        (Divided by this rank's gradient weight, which the gradient sync multiplies back:
-        the bank's sums are global already. A shared bandwidth enters as a constant: it
-        had its gradient in the step.) :meth:`_after_step` clears them."""
-        g_w, g_c = take(self.bank.grad_w, index), take(self.bank.grad_c, index)
-        if not bool(g_c.any()) and not bool(g_w.any()):
+        ``S = Σ_b ⟨∂L/∂w_b, w(μ_φ(x_b), σ_φ(x_b))⟩`` (with a shared bandwidth
+        ``Σ_b ⟨∂L/∂μ_b, μ_φ(x_b)⟩``) adds exactly them to the loss gradient. (Divided by
+        this rank's gradient weight, which the gradient sync multiplies back: the bank's
+        sums are global already.) :meth:`_after_step` clears them."""
+        grads = [take(t, index) for t in self.bank.deferred_tables]
+        if not any(bool(g.any()) for g in grads):
             return
-        w, c = component_features(loc_x, scale_x if self.bandwidth is None else self.bandwidth.scale.detach())
-        surrogate = ((g_w * w).sum() + (g_c * c).sum()) / distributed.grad_weight()
+        fresh = component_features(loc_x, scale_x) if self.bandwidth is None else (loc_x,)
+        surrogate = sum((g * f).sum() for g, f in zip(grads, fresh)) / distributed.grad_weight()
         pyro.factor("deferred_gradient", surrogate.detach() - surrogate)
 
     def _estimator(self) -> str:
@@ -649,8 +647,9 @@ class GAE(VAE):
 
     def rebuild_period(self, batch: int) -> int:
         """Training calls between two list rebuilds for minibatches of ``batch`` points:
-        ``refresh_every``, by default two epochs (as good lists as every epoch, at half
-        the cost: ``benchmarks/gae_refresh.py``); 0: never after the first call."""
+        ``refresh_every``, by default two epochs (lists within about 0.02 of the
+        responsibility mass of rebuilding every epoch, at half the cost:
+        ``benchmarks/gae_refresh.py``); 0: never after the first call."""
         if self.refresh_every is not None:
             return self.refresh_every
         return 2 * math.ceil(self.num_exemplars / max(batch, 1))
@@ -695,8 +694,8 @@ class GAE(VAE):
                 self.bank.write(rows[part], *stats_[part].split(self.z_dim, -1))
         global_index = rows[batch]
         if deferred:
-            self.bank.grad_w.index_fill_(0, global_index, 0.0)
-            self.bank.grad_c.index_fill_(0, global_index, 0.0)
+            for t in self.bank.deferred_tables:
+                t.index_fill_(0, global_index, 0.0)
         self.bank.steps += 1
         if self.improve and pool.near is not None and pool.explore is not None:
             # candidates: the global batch and this rank's random exemplars
