@@ -649,7 +649,8 @@ def test_gae_figures(digits, tmp_path):
         plots.samples_side_by_side({"bad": torch.full((4, 64), 2.0)}, (8, 8), tmp_path / "x.png")
 
 
-def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bandwidth", ["posterior", "shared"])
+def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatch, bandwidth):
     """The cache, neighbour lists, k-means cells and deferred gradients are saved with
     the module: a run interrupted mid-epoch and resumed ends bit for bit where an
     uninterrupted one does."""
@@ -662,7 +663,7 @@ def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatc
     config = Config.from_dict({
         "data": {"name": "digits", "binarize": "static", "batch_size": 200},
         "model": {"name": "gae", "z_dim": 2, "hidden": [16], "exemplar_neighbours": 6, "exemplar_tail": 40,
-                  "exemplar_refresh": 4},
+                  "exemplar_refresh": 4, "exemplar_bandwidth": bandwidth},
         "budget": {"epochs": 2}, "eval": {"num_samples": 0, "plots": False},
     })
     train(config, tmp_path / "whole", progress=False)
@@ -683,4 +684,5 @@ def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatc
     assert a["state"]["step"] == b["state"]["step"] == 12
     for name, tensor in a["module"].items():
         assert torch.equal(tensor, b["module"][name]), name
-    assert a["module"]["bank.clustered"] and a["module"]["bank.grad_w"].abs().sum() > 0
+    grads = a["module"]["bank.grad_loc" if bandwidth == "shared" else "bank.grad_w"]
+    assert a["module"]["bank.clustered"] and grads.abs().sum() > 0
