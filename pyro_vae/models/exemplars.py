@@ -452,9 +452,9 @@ class ExemplarBank(nn.Module):
     next minibatch (deferred gradients, :attr:`deferred_tables`): w.r.t. their features,
     ``grad_w (n, 2D)``, ``grad_c (n,)``, or, when the components share one scale
     (``shared_scale``: the scale is a live parameter, only the means are cached), w.r.t.
-    their means, ``grad_loc (n, D)``. Derived, not saved: ``features``, the kernel
-    features ``(w (n, 2D), c (n,))`` of every cached component
-    (:func:`component_features`), kept in step with ``loc`` and ``scale``.
+    their means, ``grad_loc (n, D)``. Derived, not saved, and only when the scales are
+    cached (not ``shared_scale``): ``w (n, 2D)``, ``c (n,)``, the kernel features of every
+    cached component (:func:`component_features`), kept in step with ``loc`` and ``scale``.
     """
 
     def __init__(self, num: int, z_dim: int, num_neighbours: int, shared_scale: bool = False):
@@ -465,16 +465,17 @@ class ExemplarBank(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
         self.register_buffer("listed", torch.zeros((), dtype=torch.bool))
+        self.shared_scale = shared_scale
         if shared_scale:
             self.register_buffer("grad_loc", torch.zeros(num, z_dim))
             self._register_load_state_dict_pre_hook(self._feature_gradients_dropped)
         else:
             self.register_buffer("grad_w", torch.zeros(num, 2 * z_dim))
             self.register_buffer("grad_c", torch.zeros(num))
-        self.register_buffer("w", torch.zeros(num, 2 * z_dim), persistent=False)
-        self.register_buffer("c", torch.zeros(num), persistent=False)
-        self._update_features()
-        self.register_load_state_dict_post_hook(lambda module, keys: module._update_features())
+            self.register_buffer("w", torch.zeros(num, 2 * z_dim), persistent=False)
+            self.register_buffer("c", torch.zeros(num), persistent=False)
+            self._update_features()
+            self.register_load_state_dict_post_hook(lambda module, keys: module._update_features())
         # the clustered index's cells, the next k-means start (saved: resumed runs match)
         self.register_buffer("centroids", torch.zeros(max(1, round(math.sqrt(num))), z_dim))
         self.register_buffer("clustered", torch.zeros((), dtype=torch.bool))
@@ -491,7 +492,7 @@ class ExemplarBank(nn.Module):
     def deferred_tables(self) -> tuple[torch.Tensor, ...]:
         """The deferred-gradient tables, in the order of the cached leaves they hold
         gradients for: ``(grad_w, grad_c)``, or ``(grad_loc,)`` with a shared scale."""
-        return (self.grad_loc,) if hasattr(self, "grad_loc") else (self.grad_w, self.grad_c)
+        return (self.grad_loc,) if self.shared_scale else (self.grad_w, self.grad_c)
 
     def _feature_gradients_dropped(self, state_dict, prefix, *args) -> None:
         """A shared-scale bank saved before its deferred gradients were kept w.r.t. the
@@ -501,12 +502,10 @@ class ExemplarBank(nn.Module):
             del state_dict[prefix + "grad_w"], state_dict[prefix + "grad_c"]
             state_dict[prefix + "grad_loc"] = torch.zeros_like(self.grad_loc)
 
-    @property
-    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.w, self.c
-
     @torch.no_grad()
     def _update_features(self, index: Optional[torch.Tensor] = None) -> None:
+        if self.shared_scale:  # the features hold the live scale: formed where they are used
+            return
         if index is None:
             w, c = component_features(self.loc, self.scale)
             self.w.copy_(w)
@@ -540,7 +539,7 @@ class ExemplarBank(nn.Module):
     def _search_features(self, rows: torch.Tensor,
                          bandwidth: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel features of components ``rows`` (any shape) as :meth:`_search_stats` ranks them."""
-        if bandwidth is None:
+        if bandwidth is None and not self.shared_scale:  # kept up to date: read, not recomputed
             return take(self.w, rows), take(self.c, rows)
         return component_features(*self._search_stats(rows, bandwidth))
 
