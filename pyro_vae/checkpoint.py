@@ -42,13 +42,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read; the message names the file."""
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path``, its tensors on ``map_location`` (a device)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: train first (pyro-vae train --run-dir {path.parent})")
     try:
         # Our checkpoints hold RNG states and plain Python containers besides tensors.
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
                               "it is damaged: delete it to start the run afresh") from None

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and (args.nproc or 1) > 1 and "LOCAL_RANK" not in os.environ:
         return launch(argv, args)  # re-run under torchrun, before any heavy import
     from pyro_vae.distributed import WorkerFailure
-    from pyro_vae.train import TrainingDiverged  # heavy imports after argument parsing
+    from pyro_vae.loop import TrainingDiverged  # heavy imports after argument parsing
 
     try:
         return args.func(args) or 0
@@ -206,7 +206,7 @@ def cmd_evaluate(args) -> None:
     name = f"{args.split}-{len(x)}points-k{args.num_samples}-seed{args.seed}-epoch{state.epoch}"  # trained on: anew
     progress = args.run_dir / "evaluation" / name
     ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed)
-    print(json.dumps({"split": args.split, "points": len(x), "elbo": exp.inference.evaluate(x),
+    print(json.dumps({"split": args.split, "points": len(x), **exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},
                      indent=2))
 
@@ -220,7 +220,8 @@ def cmd_sample(args) -> None:
     exp, _ = load_run(args.run_dir)
     pyro.set_rng_seed(args.seed)
     out = args.out or args.run_dir / "plots" / "samples.png"
-    print(plots.image_grid(exp.module.sample(args.num_samples), exp.data.image_shape, out, title="samples"))
+    samples = exp.module.sample(args.num_samples)
+    print(plots.image_grid(samples.reshape(len(samples), -1).cpu(), exp.data.image_shape, out, title="samples"))
 
 
 def cmd_plot(args) -> None:

@@ -6,12 +6,17 @@ sections mirror its fields::
     seed = 0
     [data]       name = "binarized_mnist"
     [model]      name = "vae"; z_dim = 50; hidden = [500, 500]
-    [inference]  name = "svi"; elbo = "jit_meanfield"
+    [inference]  name = "svi"; elbo = "auto"
     [optim]      name = "adam"; lr = 1e-3
     [budget]     epochs = 500; patience = 20; lr_decays = 1
+    [run]        device = "auto"
 
-Swapping the model or the inference algorithm is a change of one entry. Unknown keys and
-values of the wrong type are refused with a message that names them.
+The shared sections are defined here. ``[model]`` and ``[inference]`` are chosen by their
+``name``: each model family (``pyro_vae/models/<family>/config.py``) and each inference
+algorithm (``pyro_vae/inference/<algorithm>.py``) has its own dataclass holding only its
+own settings, listed in :mod:`pyro_vae.registry`. Swapping the model or the inference
+algorithm is a change of one entry; unknown keys, keys of another family and values of
+the wrong type are refused with a message that names them and the valid keys.
 """
 
 from __future__ import annotations
@@ -24,9 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.svi import SVIConfig
+from pyro_vae.models.vae.config import VAEConfig
+from pyro_vae.registry import ALGORITHMS, FAMILIES
 
-class ConfigError(ValueError):
-    """A configuration that cannot be run; the message says which entry and why."""
+__all__ = [
+    "BudgetConfig", "Config", "ConfigError", "DataConfig", "EvalConfig", "GuideConfig", "OptimConfig",
+    "RunConfig", "migrate_legacy",
+]
 
 
 @dataclass
@@ -36,35 +47,14 @@ class DataConfig:
     #: "none" (keep values), "static" (binarize once) or "dynamic" (resample every batch).
     binarize: str = "dynamic"
     batch_size: int = 100
-
-
-@dataclass
-class ModelConfig:
-    name: str = "vae"
-    z_dim: int = 2
-    hidden: list[int] = field(default_factory=lambda: [200])
-    activation: str = "tanh"
-    likelihood: str = "bernoulli"
-    # GAE settings (``name = "gae"``, see pyro_vae.models.gae); None means the GAE's
-    # default and keeps them out of the TOML a VAE run writes.
-    #: Regulariser weights λ1 (Σ μ²) and λ2 (−Σ (1 + log σ² − σ²)), >= 0; default 0.05.
-    lambda1: Optional[float] = None
-    lambda2: Optional[float] = None
-    #: How training forms the mixture prior: "knn" (default), "exact" or "random".
-    exemplar_estimator: Optional[str] = None
-    #: "knn": neighbours listed per training point (default 32).
-    exemplar_neighbours: Optional[int] = None
-    #: Random exemplars per step ("knn": the tail sample; "random": the subset); default 300.
-    exemplar_tail: Optional[int] = None
-    #: "knn": nearest neighbours per point re-encoded with gradients each step (default 0).
-    exemplar_fresh: Optional[int] = None
-    #: "knn": neighbour lists rebuilt from the cache every this many steps (default: every
-    #: 2 epochs; 0: only at the first step).
-    exemplar_refresh: Optional[int] = None
-    #: Exclude a training point's own component from its prior (default true).
-    leave_one_out: Optional[bool] = None
-    #: The components' scales: "posterior" (default, the GAE's) or "shared" (learned per dimension).
-    exemplar_bandwidth: Optional[str] = None
+    #: A file or folder for the sources that need one ("idx", "array", "torchvision").
+    path: Optional[str] = None
+    #: ``name = "torchvision"``: the class in ``torchvision.datasets``.
+    dataset: Optional[str] = None
+    #: Fixed random subsets of the splits (the same in every run): this many points.
+    train_size: Optional[int] = None
+    valid_size: Optional[int] = None
+    test_size: Optional[int] = None
 
 
 @dataclass
@@ -76,44 +66,8 @@ class GuideConfig:
 
 
 @dataclass
-class InferenceConfig:
-    name: str = "svi"
-    #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL), "trace_enum"
-    #: (sums out enumerated discrete latents), their "jit_" variants, or "auto":
-    #: "trace_enum" for a model with enumerated latents, else "meanfield".
-    elbo: str = "auto"
-    #: Samples per data point: of the ELBO estimate ("svi"), K of the importance-weighted
-    #: bound ("iwae", "vimco") and of reweighted wake-sleep ("rws", needs K >= 2).
-    num_particles: int = 1
-    #: "rws": weight of the wake-φ update against the sleep-φ update (1: wake only).
-    insomnia: float = 1.0
-    #: "wake_sleep": points dreamt per sleep phase (None: the minibatch size).
-    sleep_batch_size: Optional[int] = None
-    #: "mcem": HMC transitions per E-step, leapfrog steps per transition, the initial
-    #: step size and the acceptance rate it is tuned to (AEVB appendix: 10 and 90%).
-    hmc_steps: int = 1
-    hmc_leapfrog_steps: int = 10
-    hmc_step_size: float = 0.1
-    target_accept: float = 0.9
-    #: "mcem": "batched" (per-point chains, one leapfrog for the batch) or "pyro"
-    #: (pyro.infer.mcmc.HMC over the batch's joint potential).
-    hmc_backend: str = "batched"
-    #: "mcem": HMC chains per data point.
-    num_chains: int = 1
-    #: "mcem": gradient steps on θ per E-step (AEVB appendix: 5).
-    m_steps: int = 5
-    #: "mcem": also fit the guide (ELBO on φ only) so the logged ELBO is meaningful.
-    fit_guide: bool = True
-    #: "svi": β, the weight of the latent sites' terms (the KL) in the training ELBO
-    #: (β-VAE: β ≠ 1); see pyro_vae.inference.annealing.
-    kl_weight: float = 1.0
-    #: "svi": warm-up epochs T: β rises linearly as min(1, epoch / T) (0: no warm-up).
-    warmup_epochs: int = 0
-
-
-@dataclass
 class OptimConfig:
-    #: "adam" or "adagrad" (the AEVB paper's).
+    #: "adam" or "adagrad" (the AEVB paper's); one optimizer per parameter role.
     name: str = "adam"
     lr: float = 1e-3
 
@@ -121,15 +75,19 @@ class OptimConfig:
 @dataclass
 class BudgetConfig:
     epochs: int = 100
-    #: Stop after this many epochs without a better validation ELBO (None: never).
+    #: Stop after this many epochs without a better ``monitor`` (None: never).
     patience: Optional[int] = None
     #: Stop after the first epoch that ends past this wall time (None: no limit).
     max_minutes: Optional[float] = None
     #: Learning-rate decay on a plateau: when ``patience`` runs out, restart from the best
-    #: validation parameters with every learning rate times ``lr_decay_factor``, up to
-    #: this many times; the plateau after the last decay stops the run.
+    #: parameters with every learning rate times ``lr_decay_factor``, up to this many
+    #: times; the plateau after the last decay stops the run.
     lr_decays: int = 0
     lr_decay_factor: float = 0.1
+    #: The logged figure (a log.csv column) that early stopping and the best parameters
+    #: follow, and whether higher ("max") or lower ("min") is better.
+    monitor: str = "valid_elbo"
+    monitor_mode: str = "max"
 
 
 @dataclass
@@ -141,22 +99,32 @@ class EvalConfig:
 
 
 @dataclass
+class RunConfig:
+    #: Where the module, the data and the optimizer state live: "auto" (a GPU when
+    #: torch sees one, else the CPU), "cpu" or "cuda" (or "cuda:N").
+    device: str = "auto"
+
+
+@dataclass
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=VAEConfig)
     guide: GuideConfig = field(default_factory=GuideConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    inference: Any = field(default_factory=SVIConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "Config":
         return _from_dict(cls, d, where)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "Config":
+    def from_toml(cls, path: str | Path, legacy: bool = False) -> "Config":
+        """The config of a TOML file; ``legacy``: written by pyro-vae 0.1 (see
+        :func:`migrate_legacy`)."""
         path = Path(path)
         try:
             text = path.read_text()
@@ -166,7 +134,7 @@ class Config:
             d = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-        return cls.from_dict(d, where=str(path))
+        return cls.from_dict(migrate_legacy(d) if legacy else d, where=str(path))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -180,7 +148,11 @@ class Config:
         return "\n".join(lines) + "\n"
 
     def with_overrides(self, assignments: list[str]) -> "Config":
-        """A copy with ``"section.key=value"`` entries applied (values in TOML syntax)."""
+        """A copy with ``"section.key=value"`` entries applied (values in TOML syntax).
+
+        An override of a section's ``name`` switches the family (or algorithm): the old
+        one's settings that were at their defaults give way to the new one's defaults.
+        """
         d = self.to_dict()
         for a in assignments:
             key, sep, value = a.partition("=")
@@ -192,8 +164,36 @@ class Config:
                 if not isinstance(target.get(s), dict):
                     raise ConfigError(f"override {a!r}: no config section {s!r}; sections: {_sections(d)}")
                 target = target[s]
-            target[leaf] = _parse_toml_value(value.strip(), a)
+            new = _parse_toml_value(value.strip(), a)
+            if leaf == "name" and sections and sections[-1] in _CHOSEN_BY_NAME and new != target.get("name"):
+                target = _switched(sections[-1], target, new)
+                d[sections[-1]] = target
+            target[leaf] = new
         return Config.from_dict(d, where="overrides")
+
+
+#: Sections whose dataclass is chosen by their ``name``: name -> {name: dataclass}.
+_CHOSEN_BY_NAME = {
+    "model": {name: family.config for name, family in FAMILIES.items()},
+    "inference": {name: algorithm.config for name, algorithm in ALGORITHMS.items()},
+}
+
+
+def _section_class(section: str, name: Any, where: str) -> type:
+    choices = _CHOSEN_BY_NAME[section]
+    if name not in choices:
+        raise ConfigError(f"{where}: [{section}] name = {name!r} is unknown: choose one of {sorted(choices)}")
+    return choices[name]
+
+
+def _switched(section: str, values: dict, new_name: str) -> dict:
+    """``values`` of the old ``[section]`` carried over to ``new_name``'s: what differs from
+    the old dataclass's defaults (a setting made on purpose); the rest takes the new one's."""
+    old_cls = _CHOSEN_BY_NAME[section].get(values.get("name"))
+    if old_cls is None or new_name not in _CHOSEN_BY_NAME[section]:
+        return dict(values)
+    defaults = dataclasses.asdict(old_cls())
+    return {k: v for k, v in values.items() if v != defaults.get(k)}
 
 
 def _sections(d: dict) -> list[str]:
@@ -228,11 +228,33 @@ def _from_dict(cls: type, d: dict, where: str) -> Any:
     kwargs = {}
     for name, value in d.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if cls is Config and name in _CHOSEN_BY_NAME:
+            kwargs[name] = _from_named_section(name, value, f"{where}: [{name}]")
+        elif dataclasses.is_dataclass(tp):
             kwargs[name] = _from_dict(tp, value, f"{where}: [{name}]")
         else:
             kwargs[name] = _check_type(value, tp, f"{where}: {name}")
     return cls(**kwargs)
+
+
+def _from_named_section(section: str, d: dict, where: str) -> Any:
+    """``[model]`` / ``[inference]``: the dataclass its ``name`` picks, its keys checked
+    against that dataclass's (a key of another family is named as such)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a table of settings, got {d!r}")
+    default_name = {"model": VAEConfig.name, "inference": SVIConfig.name}[section]
+    name = d.get("name", default_name)
+    cls = _section_class(section, name, where.split(": [")[0])
+    own = {f.name for f in dataclasses.fields(cls)}
+    foreign = sorted(set(d) - own)
+    if foreign:
+        owners = {k: sorted(n for n, c in _CHOSEN_BY_NAME[section].items()
+                            if k in {f.name for f in dataclasses.fields(c)}) for k in foreign}
+        said = "; ".join(f"{k!r} belongs to {', '.join(map(repr, o))}" if o else f"{k!r} is unknown"
+                         for k, o in owners.items())
+        raise ConfigError(f"{where}: unknown key(s) {foreign} for name = {name!r} ({said}); "
+                          f"the keys of {name!r} are {sorted(own)}")
+    return _from_dict(cls, d, where)
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
@@ -252,3 +274,31 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be of type {tp.__name__}, got {value!r}")
     return value
+
+
+# ----------------------------------------------------------------------------- release 0.1
+
+#: [model] keys of pyro-vae 0.1's GAE and the GAE config's names for them.
+_LEGACY_GAE_KEYS = {
+    "exemplar_estimator": "estimator", "exemplar_neighbours": "neighbours", "exemplar_tail": "tail",
+    "exemplar_fresh": "fresh", "exemplar_refresh": "refresh_every", "exemplar_bandwidth": "bandwidth",
+}
+
+
+def migrate_legacy(d: dict) -> dict:
+    """A config written by pyro-vae 0.1 (one flat ``[model]`` and ``[inference]`` record
+    for every family and algorithm) in this release's form: the GAE's ``exemplar_*`` keys
+    under their new names, and the ``[inference]`` keys the named algorithm never read
+    (0.1 wrote every field, e.g. ``hmc_steps`` for SVI) dropped."""
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    model = d.get("model", {})
+    for old, new in _LEGACY_GAE_KEYS.items():
+        if old in model:
+            model[new] = model.pop(old)
+    inference = d.get("inference")
+    if isinstance(inference, dict):
+        cls = _CHOSEN_BY_NAME["inference"].get(inference.get("name", SVIConfig.name))
+        if cls is not None:
+            own = {f.name for f in dataclasses.fields(cls)}
+            d["inference"] = {k: v for k, v in inference.items() if k in own}
+    return d

@@ -73,6 +73,7 @@ import time
 from typing import Any, Iterable, Optional
 
 import numpy as np
+import pyro
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -435,3 +436,81 @@ class GradientSync:
             # into this one, which the next sync then reads before overwriting).
             p.grad = buf[offset: offset + n].view_as(p) if count else None
             offset += n
+
+
+# --------------------------------------------------------------------------- the loop's seam
+
+
+class Replicas:
+    """The one seam between the training loop and ``torch.distributed``.
+
+    The loop calls the same methods whether it runs alone or as one of several
+    processes; alone every method is the identity (or a no-op), and under ``torchrun``
+    they do what data-parallel training needs: one copy of the module on every rank,
+    the gradient sync armed during each step, per-rank noise seeds, sharded
+    validation, and epoch figures summed and shared so that every rank takes the same
+    decisions.
+    """
+
+    def __init__(self, timeout: Optional[float] = None):
+        self.active = init(timeout)
+        self._sync: Optional[GradientSync] = None
+
+    @property
+    def is_main(self) -> bool:
+        return is_main()
+
+    @property
+    def rank(self) -> int:
+        return rank()
+
+    @property
+    def world_size(self) -> int:
+        return world_size()
+
+    def start(self, module: nn.Module) -> None:
+        """Make every rank's module rank 0's (equal already, from the same seed or
+        checkpoint: made sure) and arm the gradient sync for training steps."""
+        if self.active:
+            broadcast_module(module)
+            self._sync = GradientSync()
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.remove()
+            self._sync = None
+
+    def seed_epoch(self, seed: int, epoch: int) -> None:
+        """Each rank's random draws for ``epoch`` (see :func:`noise_seed`)."""
+        if self.active:
+            pyro.set_rng_seed(noise_seed(seed, epoch))
+
+    def step(self, weight: float):
+        """The context of one training step whose rows weigh ``weight`` of the global batch."""
+        return self._sync.step(weight) if self._sync is not None else contextlib.nullcontext()
+
+    def shared(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (a result rank 0 alone computed)."""
+        return broadcast_object(obj)
+
+    def evaluate(self, evaluate, data: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
+        """``evaluate(data)``'s figures (per-point means), each rank scoring its slice and
+        the slices' means weighed by their share of the rows; ``{}`` without data."""
+        if not len(data):
+            return {}
+        if not self.active:
+            return dict(evaluate(data))
+        lo, hi = shard_range(len(data))
+        mine = evaluate(data[lo:hi]) if hi > lo else {}
+        share = [mine[k] * (hi - lo) / len(data) if k in mine else 0.0 for k in names]
+        return dict(zip(names, sum_and_share(share)))
+
+    def share_epoch(self, figures: dict[str, float], elapsed: float, seconds: float) -> tuple[dict, float, float]:
+        """The epoch's training figures (each rank's share of the global means) summed
+        over ranks, and rank 0's clock, identical on every rank."""
+        if not self.active:
+            return figures, elapsed, seconds
+        main = self.is_main
+        keys = sorted(figures)
+        summed = sum_and_share([figures[k] for k in keys] + [elapsed if main else 0.0, seconds if main else 0.0])
+        return dict(zip(keys, summed[:-2])), summed[-2], summed[-1]

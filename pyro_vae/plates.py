@@ -50,3 +50,4 @@ def module_registration_skipped() -> Iterator[None]:
         yield
     finally:
         _SKIP_REGISTRATION.reset(token)
+

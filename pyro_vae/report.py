@@ -1,4 +1,10 @@
-"""What a finished run reports: test figures in ``summary.json`` and the plots."""
+"""What a finished run reports: the figures its model can honestly be scored by, in
+``summary.json``, and the plots its capabilities allow.
+
+A latent-variable model with a guide is scored by the ELBO and the importance-sampled
+bound on ``log p(x)``; the algorithm's own held-out figures (``inference.evaluate``) are
+reported on the test split as ``test_<name>``.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,20 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae.evaluation import log_likelihood
-from pyro_vae.train import Experiment, TrainState, write_summary
+from pyro_vae.loop import TrainState
+from pyro_vae.runs import write_summary
+from pyro_vae.train import Experiment
 
 
 def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_samples: int) -> dict:
-    """Test ELBO and (``num_samples`` > 0) the importance-sampled test log-likelihood."""
-    test = exp.data.test
-    summary = {
-        "epochs": state.epoch, "steps": state.step, "stopped": state.stopped,
-        "best_valid_elbo": state.best_valid if state.history else None,
-        "test_elbo": exp.inference.evaluate(test) if len(test) else None,
-    }
-    if num_samples > 0 and len(test):
+    """Test figures and (``num_samples`` > 0, a model with a guide) the importance-sampled
+    test log-likelihood, written to ``run_dir/summary.json``."""
+    test, caps = exp.data.test, exp.capabilities
+    summary = {"epochs": state.epoch, "steps": state.step, "stopped": state.stopped,
+               f"best_{exp.config.budget.monitor}": state.best_score}
+    if len(test):
+        summary.update({f"test_{k}": v for k, v in exp.inference.evaluate(test).items()})
+    if num_samples > 0 and len(test) and caps.has_guide:
         ll = log_likelihood(exp.module, test, num_samples=num_samples)
         summary.update(test_log_likelihood=ll.mean, test_log_likelihood_stderr=ll.stderr,
                        test_log_likelihood_samples=num_samples)
@@ -29,17 +37,28 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
 
 @torch.no_grad()
 def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_samples: int = 100) -> list[Path]:
-    """Samples, reconstructions, ELBO curves, latent scatter and (N_z = 2) the manifold."""
-    out_dir, vae, data = Path(out_dir), exp.module, exp.data
+    """The figures the model's capabilities allow: samples (it can sample);
+    reconstructions, the latent scatter and, for N_z = 2, the manifold (it has a guide);
+    the curves of every logged figure."""
+    out_dir, module, data, caps = Path(out_dir), exp.module, exp.data, exp.capabilities
+    paths = [plots.elbo_curves(history, out_dir / "elbo.png")] if history else []
+    if caps.has_guide:
+        paths.append(plots.latent_scatter(module.encode(data.test), data.test_labels, out_dir / "latent.png",
+                                          title="test set, posterior means"))
+    if not data.is_image:  # the rest are pictures of data points
+        return paths
     shape, x = data.image_shape, data.test[:10]
-    paths = [
-        plots.image_grid(vae.sample(num_samples), shape, out_dir / "samples.png", title="samples"),
-        plots.reconstructions(x, vae.reconstruct(x), shape, out_dir / "reconstructions.png"),
-        plots.latent_scatter(vae.encode(data.test), data.test_labels, out_dir / "latent.png",
-                             title="test set, posterior means"),
-    ]
-    if history:
-        paths.append(plots.elbo_curves(history, out_dir / "elbo.png"))
-    if vae.z_dim == 2:
-        paths.append(plots.manifold(vae.decoder.mean, shape, out_dir / "manifold.png"))
+    if caps.can_sample:
+        paths.append(plots.image_grid(_flat(module.sample(num_samples)), shape, out_dir / "samples.png",
+                                      title="samples"))
+    if caps.has_guide and len(x):
+        paths.append(plots.reconstructions(_flat(x), _flat(module.reconstruct(x)), shape,
+                                           out_dir / "reconstructions.png"))
+    if caps.has_guide and module.z_dim == 2:
+        paths.append(plots.manifold(lambda z: _flat(module.decoder.mean(z)), shape, out_dir / "manifold.png"))
     return paths
+
+
+def _flat(images: torch.Tensor) -> torch.Tensor:
+    """``(n, *event_shape)`` grey images as rows ``(n, H·W)`` on the CPU, for the plots."""
+    return images.reshape(len(images), -1).cpu()

@@ -41,10 +41,12 @@ def check_seed(seed: int) -> int:
 
 
 def bernoulli_sample(x: torch.Tensor, seed: int, split: str) -> torch.Tensor:
-    """One Bernoulli sample of ``x (n, D)`` (values in [0, 1]), drawn for ``(seed, split)``.
+    """One Bernoulli sample of ``x (n, *event_shape)`` (values in [0, 1]), drawn for ``(seed, split)``.
 
     Each split has its own stream, so e.g. the binarized test set is the same in the
-    ``"static"`` and ``"dynamic"`` modes for a given seed.
+    ``"static"`` and ``"dynamic"`` modes for a given seed. The draws do not depend on
+    the event shape (see :func:`rng.uniforms`): ``(n, 1, 28, 28)`` data get the sample
+    of the same data flattened to ``(n, 784)``, reshaped.
     """
     return rng.bernoulli(x, rng.derived_generator(seed, rng.STATIC_BINARIZE, SPLITS.index(split)))
 

@@ -1,7 +1,7 @@
 """Binarized MNIST with the fixed binarization of Larochelle & Murray (2011).
 
 Three files, split exactly as shipped: 50000 train / 10000 valid / 10000 test rows of
-784 values in {0, 1}. No labels: the rows are shuffled relative to MNIST, so they
+784 values in {0, 1}, each row read as a ``(1, 28, 28)`` image (row-major). No labels: the rows are shuffled relative to MNIST, so they
 cannot be paired with MNIST's labels by index.
 
 Two formats are read, detected by content: the MATLAB v5 ``.mat`` files (variable
@@ -27,7 +27,7 @@ from pyro_vae.data.readers import (
 from pyro_vae.data.splits import SPLITS, DataSplits, to_tensor
 
 NAME = "binarized_mnist"
-IMAGE_SHAPE = (28, 28)
+EVENT_SHAPE = (1, 28, 28)
 ROWS = {"train": 50000, "valid": 10000, "test": 10000}
 _SOURCE = (
     "https://raw.githubusercontent.com/mingzhang-yin/ARM-gradient/"
@@ -57,7 +57,7 @@ def read_matrix(path: Path, rows: int) -> np.ndarray:
         matrix = read_text_matrix(content, path, NAME)
     else:
         matrix = mat_array_from_bytes(content, path, NAME, "X")
-    expected = (rows, IMAGE_SHAPE[0] * IMAGE_SHAPE[1])
+    expected = (rows, EVENT_SHAPE[1] * EVENT_SHAPE[2])
     if matrix.shape != expected:
         raise corrupt_file_error(path, NAME, f"a {expected} matrix", f"shape {matrix.shape}")
     if not _is_binary(matrix):
@@ -69,5 +69,8 @@ def read_matrix(path: Path, rows: int) -> np.ndarray:
 
 def read(paths: Sequence[Path]) -> DataSplits:
     """The splits from the train, valid and test files ``paths`` (in :data:`FILES` order)."""
-    x = {split: to_tensor(read_matrix(p, ROWS[split]), 1.0) for split, p in zip(SPLITS, paths)}
-    return DataSplits(name=NAME, image_shape=IMAGE_SHAPE, **x)
+    x = {
+        split: to_tensor(read_matrix(p, ROWS[split]), 1.0, EVENT_SHAPE)
+        for split, p in zip(SPLITS, paths)
+    }
+    return DataSplits(name=NAME, event_shape=EVENT_SHAPE, **x)

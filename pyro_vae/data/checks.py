@@ -22,6 +22,7 @@ def check_likelihood(data: DataSplits, likelihood: str) -> None:
     ``"bernoulli"`` needs values in {0, 1} in every split, except the training split of
     ``binarize="dynamic"`` data, which the loader samples per batch (it must be in
     [0, 1]). ``"gaussian"`` needs values in [0, 1] because its mean is a sigmoid.
+    Elementwise, so any event shape; an empty split passes.
     """
     if likelihood not in LIKELIHOODS:
         raise DataError(f"unknown likelihood {likelihood!r}: choose one of {list(LIKELIHOODS)}")

@@ -1,8 +1,8 @@
 """scikit-learn's 8x8 digits (1797 images, grey levels 0..16), embedded: no files needed.
 
 The default data set for quick runs and tests. Grey levels are divided by 16 into
-[0, 1]; the rows are split by a fixed permutation into 1297 train / 250 valid / 250
-test, labels kept.
+[0, 1], events ``(1, 8, 8)``; the rows are split by a fixed permutation into 1297
+train / 250 valid / 250 test, labels kept.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pyro_vae.data.paths import DataFile
 from pyro_vae.data.splits import DataSplits, labels_tensor, permutation_split, to_tensor
 
 NAME = "digits"
-IMAGE_SHAPE = (8, 8)
+EVENT_SHAPE = (1, 8, 8)
 FILES: tuple[DataFile, ...] = ()
 SIZES = (1297, 250, 250)
 SPLIT_SEED = 0
@@ -26,6 +26,6 @@ def read(paths: Sequence[Path] = ()) -> DataSplits:
 
     bunch = load_digits()
     return permutation_split(
-        NAME, to_tensor(bunch.images, 16.0), labels_tensor(bunch.target), SIZES, IMAGE_SHAPE,
-        SPLIT_SEED,
+        NAME, to_tensor(bunch.images, 16.0, EVENT_SHAPE), labels_tensor(bunch.target), SIZES,
+        EVENT_SHAPE, SPLIT_SEED,
     )

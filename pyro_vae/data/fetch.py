@@ -97,6 +97,11 @@ def fetch_file(
         DataError: network error, or a download whose checksum does not match (the
             temporary file is deleted, existing files are left untouched).
     """
+    if not file.sha256 or not file.url:  # nothing to verify a download against
+        raise DataError(
+            f"{file.relpath} has no checksum or address on record and cannot be downloaded: "
+            "place a copy there by hand"
+        )
     existing = _verified_copy(data_dir, file)
     if existing is not None:
         if progress:
@@ -155,10 +160,12 @@ def fetch(
 
     The files go under the shared layout (``binarized_mnist/…``, ``MNIST/raw/…``,
     ``frey_face/…``); ``digits`` needs none. Files already present and verified are
-    not downloaded again.
+    not downloaded again. Sets with no checksums on record (``fashion_mnist``,
+    ``kmnist``) are never downloaded: their files are placed by hand.
 
     Args:
-        names: data set names (see :data:`DATASETS`), or None for all.
+        names: data set names (see :data:`DATASETS`), or None for all that can be
+            downloaded.
         data_dir: the data directory to fill (created if missing).
         mirror: base URL; each file is then fetched from ``mirror + <relative path>``
             (the ``.gz`` names of the layout) instead of its original address.
@@ -169,9 +176,19 @@ def fetch(
         The paths of all the files of those data sets, in order.
 
     Raises:
-        DataError: unknown name, network error, or checksum mismatch.
+        DataError: unknown name, a set with no checksums, network error, or checksum
+            mismatch.
     """
-    specs = [get_spec(n) for n in (list(DATASETS) if names is None else names)]
+    if names is None:
+        specs = [spec for spec in DATASETS.values() if spec.fetchable or not spec.files]
+    else:
+        specs = [get_spec(n) for n in names]
+    for spec in specs:  # every name checked before the first download
+        if spec.files and not spec.fetchable:
+            raise DataError(
+                f"data set {spec.name!r} cannot be downloaded by pyro-vae: no checksums for "
+                f"its files are on record. Fix: {spec.missing_fix}."
+            )
     directory = Path(data_dir).expanduser()
     files = list(dict.fromkeys(f for spec in specs for f in spec.files))
     return [fetch_file(f, directory, mirror, timeout, progress) for f in files]

@@ -1,9 +1,9 @@
 """Frey Face (Roweis): 1965 grey-level images of 28x20 of Brendan Frey's face.
 
 One MATLAB file, variable ``ff`` of shape (560, 1965), one image per column. Grey
-levels are divided by 255 into [0, 1] (continuous data, for a Gaussian decoder); the
-images are split by a fixed permutation into 1565 train / 200 valid / 200 test. No
-labels.
+levels are divided by 255 into [0, 1] (continuous data, for a Gaussian decoder), events
+``(1, 28, 20)``; the images are split by a fixed permutation into 1565 train / 200
+valid / 200 test. No labels.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pyro_vae.data.readers import read_mat_array
 from pyro_vae.data.splits import DataSplits, permutation_split, to_tensor
 
 NAME = "frey_face"
-IMAGE_SHAPE = (28, 20)
+EVENT_SHAPE = (1, 28, 20)
 NUM_IMAGES = 1965
 SIZES = (1565, 200, 200)
 SPLIT_SEED = 0
@@ -34,11 +34,13 @@ def read(paths: Sequence[Path]) -> DataSplits:
     """The splits from the one file ``paths[0]``."""
     (path,) = paths
     ff = read_mat_array(path, NAME, "ff")
-    expected = (IMAGE_SHAPE[0] * IMAGE_SHAPE[1], NUM_IMAGES)
+    expected = (EVENT_SHAPE[1] * EVENT_SHAPE[2], NUM_IMAGES)
     if ff.shape != expected:
         raise corrupt_file_error(
             path, NAME, f"variable 'ff' of shape {expected} (one 28x20 image per column)",
             f"shape {ff.shape}",
         )
     # Column j is image j, stored row-major as 28 rows of 20: ff.T.reshape(-1, 28, 20).
-    return permutation_split(NAME, to_tensor(ff.T, 255.0), None, SIZES, IMAGE_SHAPE, SPLIT_SEED)
+    return permutation_split(
+        NAME, to_tensor(ff.T, 255.0, EVENT_SHAPE), None, SIZES, EVENT_SHAPE, SPLIT_SEED
+    )

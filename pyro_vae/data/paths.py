@@ -28,13 +28,14 @@ class DataFile:
     Attributes:
         relpath: POSIX path under a data directory, as in the shared layout.
         sha256: hex digest of the file's *decompressed* content (the raw bytes when the
-            file is not gzipped), so one digest verifies a gzipped or a plain copy.
-        url: default download address (the original source).
+            file is not gzipped), so one digest verifies a gzipped or a plain copy; None
+            when no checksum is on record (then :func:`~pyro_vae.data.fetch` refuses it).
+        url: default download address (the original source), None with no checksum.
     """
 
     relpath: str
-    sha256: str
-    url: str
+    sha256: Optional[str] = None
+    url: Optional[str] = None
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -85,27 +86,36 @@ def _find_in(directory: Path, file: DataFile) -> Optional[Path]:
 
 
 def locate_files(
-    dataset: str, files: Sequence[DataFile], data_dir: Optional[PathLike] = None
+    dataset: str,
+    files: Sequence[DataFile],
+    data_dir: Optional[PathLike] = None,
+    fix: Optional[str] = None,
 ) -> list[Path]:
     """Paths of ``files`` in the first candidate directory that holds all of them.
 
+    Args:
+        fix: how to get the files, for the error message; default: ``pyro-vae fetch``.
+
     Raises:
         DataError: no candidate holds them all; the message lists every path looked at
-            and the three ways to fix it.
+            and the ways to fix it.
     """
     if not files:
         return []
     looked_at: list[str] = []
+    folders: list[str] = []
     for directory in resolve_data_dir(data_dir):
         found = [_find_in(directory, f) for f in files]
         if all(p is not None for p in found):
             return [p for p in found if p is not None]
         for f, p in zip(files, found):
             looked_at += [f"  {directory / rel}" for rel in f.variants] if p is None else []
+        folders += dict.fromkeys(str((directory / f.relpath).parent) for f in files)
+    get = fix or f"download them with `pyro-vae fetch {dataset}`"
     raise DataError(
         f"cannot find the files of data set {dataset!r}. Paths looked at (not found):\n"
         + "\n".join(looked_at)
+        + f"\nFolders looked in: {', '.join(folders)}."
         + f"\nFix: point --data-dir (data_dir=...) or the {ENV_VAR} environment variable "
-        f"at a directory that holds {', '.join(f.relpath for f in files)}, "
-        f"or download them with `pyro-vae fetch {dataset}`."
+        f"at a directory that holds {', '.join(f.relpath for f in files)}, or {get}."
     )

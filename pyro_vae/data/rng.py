@@ -16,6 +16,8 @@ Two kinds:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -36,15 +38,31 @@ def derived_generator(seed: int, *keys: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(sequence))
 
 
+def uniforms(generator: np.random.Generator, n: int, event_shape: tuple[int, ...]) -> np.ndarray:
+    """``U[0, 1)`` float32 draws of shape ``(n, *event_shape)``.
+
+    Drawn as ``(n, prod(event_shape))`` and reshaped: the stream (and so every sample
+    of a seed) is the same whatever the event shape, e.g. ``(1, 28, 28)`` or ``(784,)``.
+    """
+    return generator.random((n, math.prod(event_shape)), dtype=np.float32).reshape(
+        (n, *event_shape)
+    )
+
+
 def bernoulli(p: torch.Tensor, generator: np.random.Generator) -> torch.Tensor:
-    """A sample ``x ~ Bernoulli(p)`` elementwise: float32 in {0, 1}, same shape and device.
+    """A sample ``x ~ Bernoulli(p)`` of ``p (n, *event_shape)`` elementwise: float32 in
+    {0, 1}, same shape and device.
 
     ``x = u < p`` with ``u ~ U[0, 1)``, so p = 0 gives 0 and p = 1 gives 1 exactly.
     """
-    u = generator.random(tuple(p.shape), dtype=np.float32)
+    return below(uniforms(generator, p.shape[0], tuple(p.shape[1:])), p)
+
+
+def below(u: np.ndarray, p: torch.Tensor) -> torch.Tensor:
+    """``u < p`` as float32 on ``p``'s device (``u`` of ``p``'s shape)."""
     if p.device.type == "cpu":
         return torch.from_numpy((u < p.detach().numpy()).astype(np.float32))
-    return (torch.from_numpy(u).to(p.device) < p).to(torch.float32)
+    return (torch.from_numpy(np.ascontiguousarray(u)).to(p.device) < p).to(torch.float32)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

@@ -1,9 +1,12 @@
-"""A data set's train/valid/test splits, and the minibatch loader over one split."""
+"""A data set's train/valid/test splits, the minibatch loader over one split, and the
+fixed rules that split a source which does not come split."""
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +18,8 @@ SPLITS = ("train", "valid", "test")
 
 
 class BatchLoader:
-    """Minibatches ``(x, index)`` of one split: ``x`` float32 ``(b, D)``, ``index`` int64 ``(b,)``.
+    """Minibatches ``(x, index)`` of one split: ``x`` float32 ``(b, *event_shape)`` (the
+    split's rows, e.g. ``(b, 1, 28, 28)``), ``index`` int64 ``(b,)`` on the CPU.
 
     ``index`` holds the rows' positions in the split (for a subsampled ``pyro.plate``).
     A plain iterable rather than a ``torch.utils.data.DataLoader``: the split is already
@@ -41,7 +45,11 @@ class BatchLoader:
     batch of ``b`` rows. Every rank therefore walks the same ``(seed, epoch)`` permutation,
     the union of the ranks' k-th batches is the single-process k-th batch, and dynamic
     binarization gives those rows the very same draws (each rank draws the whole global
-    batch's uniforms and keeps its rows, so the stream stays in step). A last global
+    batch's uniforms and keeps its rows, so the stream stays in step).
+
+    The dynamic binarization draws ``(b, prod(event_shape))`` uniforms per batch and
+    reshapes them, so a split's samples do not depend on its event shape: the batches of
+    ``(n, 1, 28, 28)`` data are those of the same data flattened to ``(n, 784)``, reshaped. A last global
     batch with fewer rows than ``world_size`` is dropped (every rank must take part in
     every step); :meth:`__len__` counts global batches, the same on every rank.
     """
@@ -114,12 +122,12 @@ class BatchLoader:
             if coin is not None:
                 # The global batch's uniforms, of which this rank compares its own rows:
                 # what rng.bernoulli draws for the whole batch in one process.
-                u = coin.random((index.size, x.shape[1]), dtype=np.float32)[lo:hi]
-                x = _below(u, x)
+                u = rng.uniforms(coin, index.size, tuple(x.shape[1:]))[lo:hi]
+                x = rng.below(u, x)
             yield x, torch.from_numpy(index[lo:hi])
 
     def _gather(self, start: int, index: np.ndarray) -> torch.Tensor:
-        """The rows ``index`` (which start at ``start`` when not shuffling), ``(b, D)``."""
+        """The rows ``index`` (which start at ``start`` when not shuffling), ``(b, *event_shape)``."""
         if not self.shuffle:
             return self.data[start : start + index.size]  # a view: no copy at all
         if self.data.device.type == "cpu":
@@ -135,21 +143,18 @@ def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return n * rank // world_size, n * (rank + 1) // world_size
 
 
-def _below(u: np.ndarray, p: torch.Tensor) -> torch.Tensor:
-    """``u < p`` as float32 on ``p``'s device, as :func:`rng.bernoulli` computes it."""
-    if p.device.type == "cpu":
-        return torch.from_numpy((u < p.detach().numpy()).astype(np.float32))
-    return (torch.from_numpy(np.ascontiguousarray(u)).to(p.device) < p).to(torch.float32)
-
-
 @dataclass(eq=False, repr=False)
 class DataSplits:
-    """A data set split into train/valid/test, every image flattened.
+    """A data set split into train/valid/test, each data point kept in its event shape.
 
     Attributes:
-        name: data set name (a key of :data:`pyro_vae.data.DATASETS`).
-        train, valid, test: float32 ``(n, D)`` with values in [0, 1], ``D = H * W``.
-        image_shape: ``(H, W)`` of one image; ``x.view(-1, H, W)`` restores images.
+        name: data set name (a key of :data:`pyro_vae.data.DATASETS`, or a label such
+            as ``"array:faces"`` for data a user brings).
+        train, valid, test: float32 ``(n, *event_shape)`` with values in [0, 1]; ``n``
+            may be 0 (an empty split).
+        event_shape: the shape of one data point: ``(C, H, W)`` for images (e.g.
+            ``(1, 28, 28)``), ``(D,)`` for plain vectors. ``x.flatten(1)`` gives the
+            ``(n, D)`` rows, ``D =`` :attr:`x_dim`.
         train_labels, valid_labels, test_labels: int64 ``(n,)`` class labels, or None
             when the data set has none (or its rows cannot be matched to labels).
         binarize: how the values were binarized: None (as in the files), ``"static"``
@@ -161,31 +166,42 @@ class DataSplits:
     train: torch.Tensor
     valid: torch.Tensor
     test: torch.Tensor
-    image_shape: tuple[int, int]
+    event_shape: tuple[int, ...]
     train_labels: Optional[torch.Tensor] = None
     valid_labels: Optional[torch.Tensor] = None
     test_labels: Optional[torch.Tensor] = None
     binarize: Optional[str] = None
 
     def __post_init__(self) -> None:
-        dim = self.image_shape[0] * self.image_shape[1]
+        self.event_shape = check_event_shape(self.event_shape, self.name)
         for split in SPLITS:
-            x, y = self.split(split), self.labels(split)
-            if x.dtype != torch.float32 or x.dim() != 2 or x.shape[1] != dim:
-                raise DataError(
-                    f"{self.name} {split}: expected a float32 (n, {dim}) tensor, "
-                    f"got {x.dtype} {tuple(x.shape)}"
-                )
-            if y is not None and (y.dtype != torch.int64 or tuple(y.shape) != (x.shape[0],)):
-                raise DataError(
-                    f"{self.name} {split} labels: expected int64 ({x.shape[0]},), "
-                    f"got {y.dtype} {tuple(y.shape)}"
-                )
+            x = self.split(split)
+            _check_data(f"{self.name} {split}", x, self.event_shape)
+            _check_labels(f"{self.name} {split} labels", self.labels(split), x.shape[0])
 
     @property
     def x_dim(self) -> int:
-        """Length ``D`` of a flattened data vector."""
-        return self.train.shape[1]
+        """Number ``D`` of values in one data point: the product of :attr:`event_shape`."""
+        return math.prod(self.event_shape)
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the data points are images, event shape ``(C, H, W)``."""
+        return len(self.event_shape) == 3
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of one image (event shape ``(C, H, W)``); read-only.
+
+        Raises:
+            DataError: the data points are not images (e.g. event shape ``(D,)``).
+        """
+        if not self.is_image:
+            raise DataError(
+                f"data set {self.name!r} has event shape {self.event_shape}, not images "
+                "(C, H, W): it has no image_shape (check data.is_image first)"
+            )
+        return self.event_shape[1], self.event_shape[2]
 
     @property
     def is_binary(self) -> bool:
@@ -193,7 +209,8 @@ class DataSplits:
         return all(bool(((x == 0) | (x == 1)).all()) for x in (self.train, self.valid, self.test))
 
     def split(self, name: str) -> torch.Tensor:
-        """The data of split ``name`` (``"train"``, ``"valid"`` or ``"test"``), ``(n, D)``."""
+        """The data of split ``name`` (``"train"``, ``"valid"`` or ``"test"``),
+        ``(n, *event_shape)``."""
         return getattr(self, _check_split(name))
 
     def labels(self, name: str) -> Optional[torch.Tensor]:
@@ -212,8 +229,8 @@ class DataSplits:
         rank: int = 0,
         world_size: int = 1,
     ) -> BatchLoader:
-        """Minibatches ``(x (b, D), index (b,))`` of ``split``; see :class:`BatchLoader`
-        (``rank``/``world_size``: this process's shard of every batch)."""
+        """Minibatches ``(x (b, *event_shape), index (b,))`` of ``split``; see
+        :class:`BatchLoader` (``rank``/``world_size``: this process's shard of every batch)."""
         return BatchLoader(
             self.split(split), batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
             drop_last=drop_last, dynamic_binarize=dynamic_binarize,
@@ -223,10 +240,58 @@ class DataSplits:
     def __repr__(self) -> str:
         sizes = "/".join(str(self.split(s).shape[0]) for s in SPLITS)
         return (
-            f"DataSplits(name={self.name!r}, train/valid/test={sizes}, x_dim={self.x_dim}, "
-            f"image_shape={self.image_shape}, labels={self.train_labels is not None}, "
-            f"binarize={self.binarize!r})"
+            f"DataSplits(name={self.name!r}, train/valid/test={sizes}, "
+            f"event_shape={self.event_shape}, x_dim={self.x_dim}, "
+            f"labels={self.train_labels is not None}, binarize={self.binarize!r})"
         )
+
+
+def check_event_shape(event_shape: Sequence[int], name: str = "data") -> tuple[int, ...]:
+    """``event_shape`` as a tuple, if it is a non-empty sequence of positive ints."""
+    try:
+        shape = tuple(event_shape)
+    except TypeError:
+        shape = None
+    if (
+        not shape
+        or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape)
+    ):
+        raise DataError(
+            f"{name}: event_shape must be a non-empty tuple of positive ints, e.g. (1, 28, 28) "
+            f"or (784,), got {event_shape!r}"
+        )
+    return tuple(int(s) for s in shape)
+
+
+def _check_data(what: str, x: torch.Tensor, event_shape: tuple[int, ...]) -> None:
+    """Raise unless ``x`` is a float32 ``(n, *event_shape)`` tensor."""
+    if (
+        not isinstance(x, torch.Tensor)
+        or x.dtype != torch.float32
+        or x.dim() == 0
+        or tuple(x.shape[1:]) != event_shape
+    ):
+        raise DataError(
+            f"{what}: expected a float32 (n, {_shape_text(event_shape)}) tensor (event shape "
+            f"{event_shape}), got {_describe(x)}"
+        )
+
+
+def _check_labels(what: str, y: Optional[torch.Tensor], rows: int) -> None:
+    """Raise unless ``y`` is None or an int64 ``(rows,)`` tensor."""
+    if y is not None and (
+        not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or tuple(y.shape) != (rows,)
+    ):
+        raise DataError(f"{what}: expected int64 ({rows},), got {_describe(y)}")
+
+
+def _describe(t) -> str:
+    """``"<dtype> <shape>"`` of a tensor, else its type's name."""
+    return f"{t.dtype} {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return ", ".join(str(s) for s in shape)
 
 
 def _check_split(name: str) -> str:
@@ -235,9 +300,17 @@ def _check_split(name: str) -> str:
     return name
 
 
-def to_tensor(pixels: np.ndarray, scale: float) -> torch.Tensor:
-    """``pixels (n, ...)`` of any numeric dtype as C-contiguous float32 ``(n, D)`` / ``scale``."""
-    x = np.ascontiguousarray(pixels.reshape(pixels.shape[0], -1), dtype=np.float32)
+def to_tensor(
+    pixels: np.ndarray, scale: float, event_shape: Optional[Sequence[int]] = None
+) -> torch.Tensor:
+    """``pixels (n, ...)`` of any numeric dtype as C-contiguous float32
+    ``(n, *event_shape)``, divided by ``scale``.
+
+    ``event_shape`` defaults to ``pixels.shape[1:]``; another one must hold as many
+    values (the row-major values are reshaped, e.g. ``(n, 784)`` to ``(n, 1, 28, 28)``).
+    """
+    shape = tuple(pixels.shape[1:]) if event_shape is None else tuple(event_shape)
+    x = np.ascontiguousarray(pixels, dtype=np.float32).reshape((pixels.shape[0], *shape))
     return torch.from_numpy(x / np.float32(scale) if scale != 1 else x)
 
 
@@ -246,27 +319,88 @@ def labels_tensor(labels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1).copy())
 
 
+def _take(t: Optional[torch.Tensor], rows: np.ndarray) -> Optional[torch.Tensor]:
+    """Rows ``rows`` of ``t`` (None stays None); the index lives on ``t``'s device."""
+    return None if t is None else t[torch.from_numpy(rows).to(t.device)]
+
+
 def permutation_split(
     name: str,
     x: torch.Tensor,
     labels: Optional[torch.Tensor],
     sizes: tuple[int, int, int],
-    image_shape: tuple[int, int],
+    event_shape: Sequence[int],
     split_seed: int,
 ) -> DataSplits:
-    """Split ``x (n, D)`` (and ``labels``) by a fixed permutation into ``sizes`` rows.
+    """Split ``x (n, *event_shape)`` (and ``labels (n,)``) by a fixed permutation into ``sizes`` rows.
 
     The permutation depends only on ``(n, split_seed)`` (:func:`rng.fixed_permutation`),
-    not on the training seed, so every run of every model sees the same test set.
+    not on the training seed, so every run of every model sees the same test set. Each
+    split keeps the permutation's order: train is ``perm[:sizes[0]]``, and so on.
     """
     if sum(sizes) != x.shape[0]:
         raise DataError(f"{name}: split sizes {sizes} do not add up to {x.shape[0]} rows")
-    perm = torch.from_numpy(rng.fixed_permutation(x.shape[0], split_seed))
-    bounds = np.cumsum((0,) + sizes)
+    perm = rng.fixed_permutation(x.shape[0], split_seed)
+    bounds = np.cumsum((0,) + tuple(sizes))
     parts = [perm[bounds[i] : bounds[i + 1]] for i in range(3)]
-    xs = [x[p] for p in parts]
-    ys = [labels[p] for p in parts] if labels is not None else [None, None, None]
+    xs = [_take(x, p) for p in parts]
+    ys = [_take(labels, p) for p in parts]
     return DataSplits(
-        name=name, train=xs[0], valid=xs[1], test=xs[2], image_shape=image_shape,
+        name=name, train=xs[0], valid=xs[1], test=xs[2], event_shape=tuple(event_shape),
         train_labels=ys[0], valid_labels=ys[1], test_labels=ys[2],
     )
+
+
+# --- fixed split rules for sources that do not come split ------------------------------
+
+#: A training set of more than this many rows gives its last HOLDOUT_ROWS rows to valid.
+LARGE_TRAIN_ROWS = 20000
+#: Rows of the valid split cut from the end of a large training set (MNIST's 50000/10000).
+HOLDOUT_ROWS = 10000
+
+
+def tenth(n: int) -> int:
+    """The rows of a valid (or test) split carved by permutation from ``n`` rows: ``n // 10``,
+    at least 1."""
+    return max(1, n // 10)
+
+
+def three_way_sizes(n: int, name: str = "data") -> tuple[int, int, int]:
+    """Split sizes for a source of ``n`` rows with no split of its own: about 80/10/10.
+
+    Valid and test get ``max(1, n // 10)`` rows each, train the rest; with the rows
+    drawn by ``rng.fixed_permutation(n, 0)`` (:func:`permutation_split`).
+    """
+    if n < 3:
+        raise DataError(f"{name}: {n} rows cannot be split into train/valid/test: need at least 3")
+    return n - 2 * tenth(n), tenth(n), tenth(n)
+
+
+def split_off_valid(
+    x: torch.Tensor, labels: Optional[torch.Tensor], name: str = "data"
+) -> tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
+    """``(train, train_labels, valid, valid_labels)`` carved from a training set ``x (n, *event)``.
+
+    The rule for every source that has a test split but no valid split (IDX folders,
+    torch datasets, ``.npz`` files without ``valid``):
+
+    * ``n > 20000`` (:data:`LARGE_TRAIN_ROWS`): valid is the last 10000 rows, train the
+      first ``n - 10000``, both in file order (MNIST's usual 50000/10000 protocol);
+    * otherwise: valid is ``max(1, n // 10)`` rows, the last ones of
+      ``rng.fixed_permutation(n, 0)``, train the others in that permutation's order.
+    """
+    n = x.shape[0]
+    if n > LARGE_TRAIN_ROWS:
+        cut = n - HOLDOUT_ROWS
+        return x[:cut], _slice(labels, 0, cut), x[cut:], _slice(labels, cut, n)
+    if n < 2:
+        raise DataError(
+            f"{name}: a training set of {n} rows cannot give a valid split: need at least 2"
+        )
+    perm = rng.fixed_permutation(n, 0)
+    train, valid = perm[: n - tenth(n)], perm[n - tenth(n) :]
+    return _take(x, train), _take(labels, train), _take(x, valid), _take(labels, valid)
+
+
+def _slice(t: Optional[torch.Tensor], lo: int, hi: int) -> Optional[torch.Tensor]:
+    return None if t is None else t[lo:hi]

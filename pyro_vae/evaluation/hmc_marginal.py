@@ -40,6 +40,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from pyro_vae.evaluation.marginal_likelihood import LogLikelihood, _check_args
+from pyro_vae.hmc import LatentSpace, sample_posterior
 
 
 def hmc_log_likelihood(
@@ -94,8 +95,6 @@ def hmc_log_likelihood(
     whatever their masses (a bias of ``log 4π(1−π)`` for two modes of masses π and 1−π,
     each holding half the chains).
     """
-    from pyro_vae.inference.hmc import LatentSpace, sample_posterior  # evaluation imports first
-
     _check_args(data, num_samples=num_samples, batch_size=batch_size, num_chains=num_chains)
     if num_samples % num_chains:
         raise ValueError(f"num_samples ({num_samples}) must be a multiple of num_chains ({num_chains})")
@@ -142,7 +141,7 @@ def _fit_density(u: torch.Tensor, keep: torch.Tensor, ridge: float, separation: 
     equal-weight mixture of one Gaussian per chain, so that no mass sits between modes.
     """
     c, s, n, d = u.shape
-    eye = torch.eye(d)
+    eye = torch.eye(d, dtype=u.dtype, device=u.device)
     w = keep.to(u.dtype)  # (C, n)
     chain_mean = u.mean(1)  # (C, n, d)
     centred = u - chain_mean.unsqueeze(1)
@@ -159,7 +158,7 @@ def _fit_density(u: torch.Tensor, keep: torch.Tensor, ridge: float, separation: 
     flat = pooled_centred.flatten(0, 1)
     pooled_cov = torch.einsum("kni,knj->nij", flat, flat) / (kept * s - 1).clamp(min=1)[:, None, None]
     single = MultivariateNormal(mean, covariance_matrix=pooled_cov + ridge * eye)
-    logits = torch.zeros(n, c).masked_fill(~keep.T, -math.inf)
+    logits = u.new_zeros(n, c).masked_fill(~keep.T, -math.inf)
     mixture = MixtureSameFamily(Categorical(logits=logits),
                                 MultivariateNormal(chain_mean.transpose(0, 1), covariance_matrix=chain_cov.transpose(0, 1)))
     return lambda z: torch.where(several_modes, mixture.log_prob(z), single.log_prob(z))

@@ -36,22 +36,19 @@ Sites are handled as follows:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import prune_subsample_sites
 from tqdm.auto import tqdm
 
-DATA_PLATE = "data"
-_PARTICLE_PLATE = "_importance_particles"
+from pyro_vae.capabilities import capabilities_of
+from pyro_vae.traces import max_plate_nesting, particle_traces
 
-__all__ = ["LogLikelihood", "elbo_per_point", "importance_log_likelihood", "log_likelihood"]
+__all__ = ["LogLikelihood", "elbo_per_point", "importance_log_likelihood", "log_likelihood", "log_weights"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ def importance_log_likelihood(
     Random draws use the global torch RNG: seed with ``pyro.set_rng_seed``.
     """
     _check_args(data, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size)
-    nesting = _guess_max_plate_nesting(model, guide, data[:batch_size])
+    nesting = max_plate_nesting(model, guide, data[:batch_size])
     per_point = torch.cat([
         _batch_log_likelihood(model, guide, x, num_samples, chunk_size, nesting)
         for x in tqdm(data.split(batch_size), disable=not progress, desc="log p(x)", unit="batch")
@@ -138,7 +135,7 @@ def elbo_per_point(
     so ``ELBO(x) ≤ log p(x)`` and the gap is KL(q(z|x) ‖ p(z|x)).
     """
     _check_args(data, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size)
-    nesting = _guess_max_plate_nesting(model, guide, data[:batch_size])
+    nesting = max_plate_nesting(model, guide, data[:batch_size])
     return torch.cat([
         sum(lw.sum(0) for lw in _log_weight_chunks(model, guide, x, num_samples, chunk_size, nesting))
         / num_samples
@@ -162,144 +159,40 @@ def _log_weight_chunks(
 ) -> Iterator[torch.Tensor]:
     """The ``num_samples`` log weights of batch ``x`` as ``(≤ chunk_size, batch)`` chunks."""
     for start in range(0, num_samples, chunk_size):
-        yield _log_weights(model, guide, x, min(chunk_size, num_samples - start), nesting)
+        yield log_weights(model, guide, x, min(chunk_size, num_samples - start), nesting)
 
 
-def _log_weights(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    num_particles: int,
-    max_plate_nesting: Optional[int] = None,
-) -> torch.Tensor:
-    """``(num_particles, batch)`` log weights ``log p(x, z_k) − log q(z_k|x)``, ``z_k ~ q``.
-
-    The particles are a plate at dim ``-(max_plate_nesting + 1)``, left of every plate
-    of the model and guide (``max_plate_nesting`` is guessed when not given).
-    """
-    if max_plate_nesting is None:
-        max_plate_nesting = _guess_max_plate_nesting(model, guide, x)
-    particle_dim = -(max_plate_nesting + 1)
-    with pyro.plate(_PARTICLE_PLATE, num_particles, dim=particle_dim):
-        guide_tr = poutine.trace(guide).get_trace(x)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
-    model_tr, guide_tr = prune_subsample_sites(model_tr), prune_subsample_sites(guide_tr)
-    model_tr.compute_log_prob()
-    guide_tr.compute_log_prob()
-    model_sites, guide_sites = _scored_sites(model_tr, guide_tr)
-    shape = (num_particles, len(x))
-    log_w = torch.zeros(shape)
-    for site in model_sites:
-        log_w = log_w + _per_point_log_prob(site, particle_dim, shape)
-    for site in guide_sites:
-        log_w = log_w - _per_point_log_prob(site, particle_dim, shape)
-    return log_w
-
-
-def _scored_sites(model_tr: poutine.Trace, guide_tr: poutine.Trace) -> tuple[list[dict], list[dict]]:
-    """The model sites and the guide sites whose log-densities enter the weight."""
-    model_sites = _sample_sites(model_tr, "model")
-    guide_sites = _sample_sites(guide_tr, "guide")
-    for name in guide_sites:
-        if name not in model_sites or model_sites[name]["is_observed"]:
-            raise ValueError(
-                f"guide site {name!r} is not a latent site of the model: every guide sample "
-                "site must be a latent the model scores (auxiliary guide variables have no "
-                "importance weight)"
-            )
-    scored = [s for name, s in model_sites.items() if s["is_observed"] or name in guide_sites]
-    return scored, list(guide_sites.values())
-
-
-def _sample_sites(trace: poutine.Trace, role: str) -> dict[str, dict]:
-    sites = {name: s for name, s in trace.nodes.items() if s["type"] == "sample"}
-    for name, site in sites.items():
-        if site["infer"].get("enumerate"):
-            raise ValueError(
-                f"{role} site {name!r} has infer={{'enumerate': ...}}: enumerated discrete "
-                "latents are not supported; sample them in the guide instead (no enumerate)"
-            )
-    return sites
-
-
-def _per_point_log_prob(site: dict, particle_dim: int, shape: tuple[int, int]) -> torch.Tensor:
-    """The site's unscaled, masked log-density summed to ``(num_particles, batch)``.
-
-    Dims other than the particles' and the ``"data"`` plate's (inner or outer plates of
-    the site) are summed: they are factors of the one data point's density.
-    """
-    data_dim = _data_dim(site)
-    rank = -particle_dim
-    log_p = torch.as_tensor(scale_and_mask(site["unscaled_log_prob"], 1.0, site["mask"]))
-    if log_p.dim() > rank:
-        raise ValueError(
-            f"site {site['name']!r} has log_prob of shape {tuple(log_p.shape)}, more batch "
-            f"dims than its plates allow ({rank - 1}); declare its batch dims with plates or "
-            "move them into the event shape with .to_event()"
-        )
-    log_p = log_p.reshape((1,) * (rank - log_p.dim()) + tuple(log_p.shape))
-    keep = (0, rank + data_dim)
-    other = [d for d in range(rank) if d not in keep]
-    if other:
-        log_p = log_p.sum(other, keepdim=True)
-    return log_p.reshape(log_p.shape[0], log_p.shape[keep[1]]).expand(shape)
-
-
-def _data_dim(site: dict) -> int:
-    """The (negative) dim of the site's ``"data"`` plate; errors when there is none."""
-    frames = [f for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
-    if not frames:
-        raise ValueError(
-            f"site {site['name']!r} is outside the {DATA_PLATE!r} plate: its density is "
-            "shared by the whole batch, so it has no per-point importance weight. Put "
-            f"per-point sites inside pyro.plate({DATA_PLATE!r}, len(x)); global latents "
-            "are not supported"
-        )
-    if frames[0].dim is None:
-        raise ValueError(
-            f"site {site['name']!r} is in a sequential {DATA_PLATE!r} plate; use a "
-            f"vectorized one (`with pyro.plate({DATA_PLATE!r}, len(x)):`)"
-        )
-    return frames[0].dim
-
-
-def _guess_max_plate_nesting(model: Callable, guide: Callable, x: torch.Tensor) -> int:
-    """The number of plate dims the model and guide use, from one un-vectorized run.
-
-    Like :meth:`pyro.infer.ELBO._guess_max_plate_nesting`; assumes a static structure.
-    """
-    with poutine.block():
-        guide_tr = poutine.trace(guide).get_trace(x)
-        model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(x)
-    dims = [
-        frame.dim
-        for trace in (prune_subsample_sites(model_tr), prune_subsample_sites(guide_tr))
-        for site in trace.nodes.values()
-        if site["type"] == "sample"
-        for frame in site["cond_indep_stack"]
-        if frame.vectorized
-    ]
-    return -min(dims) if dims else 0
+def log_weights(model: Callable, guide: Callable, x: torch.Tensor, num_particles: int,
+                nesting: int) -> torch.Tensor:
+    """``(num_particles, batch)`` log weights ``log p(x, z_k) − log q(z_k|x)``, ``z_k ~ q``:
+    the guide's particles vectorized in a plate left of every plate of the pair
+    (``nesting``: :func:`pyro_vae.traces.max_plate_nesting`)."""
+    return particle_traces(model, guide, x, None, None, num_particles, nesting, grad_guide=False).log_w
 
 
 def _check_args(data: torch.Tensor, **counts: int) -> None:
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not torch.is_tensor(data) or data.dim() != 2:
+    if not torch.is_tensor(data) or data.dim() < 2:
         shape = tuple(data.shape) if torch.is_tensor(data) else type(data).__name__
         raise ValueError(
-            f"data must be an (n, D) tensor with one data point per row, got {shape}; "
-            "flatten images with data.reshape(len(data), -1), or use x[None] for one point"
+            f"data must be an (n, *event_shape) tensor with one data point per row, got {shape}; "
+            "use x[None] for one point"
         )
     if len(data) == 0:
         raise ValueError("data is empty (0 rows): give at least one data point")
 
 
 def log_likelihood(module, data: torch.Tensor, num_samples: int = 5000, **kwargs) -> LogLikelihood:
-    """log p(x) of a package model: its own ``log_likelihood`` if it has one (a model whose
-    prior the generic sampler cannot score, e.g. an enumerated mixture), else
-    :func:`importance_log_likelihood` on its ``model`` and ``guide``."""
-    if hasattr(module, "log_likelihood"):
-        return module.log_likelihood(data, num_samples=num_samples, **kwargs)
-    return importance_log_likelihood(module.model, module.guide, data, num_samples=num_samples, **kwargs)
+    """log p(x) of a model module, as its declared capabilities allow: the importance
+    sampler with the module's guide as proposal (:func:`importance_log_likelihood`);
+    a model with enumerated discrete latents is scored through its collapsed story
+    (``module.collapsed()``: the latents summed out of the prior, e.g. the GAE's exact
+    mixture over all n exemplars)."""
+    caps = capabilities_of(module)
+    if not caps.has_guide:
+        raise ValueError(f"{type(module).__name__} has no guide to propose latents from: "
+                         "it cannot be scored by importance sampling")
+    with module.collapsed() if caps.enumerated_latents else contextlib.nullcontext():
+        return importance_log_likelihood(module.model, module.guide, data, num_samples=num_samples, **kwargs)

@@ -107,7 +107,7 @@ def _block_log_densities(
     s = samples.to(dtype)
     s_sq = s.pow(2).sum(-1)
     m, dim = s.shape
-    sig = torch.tensor(sigmas, dtype=dtype)
+    sig = torch.tensor(sigmas, dtype=dtype, device=s.device)
     const = -math.log(m) - 0.5 * dim * torch.log(2 * math.pi * sig.pow(2))  # (S,)
     out = []
     for start in tqdm(range(0, len(x), batch_size), disable=not progress, desc=desc, unit="batch"):
@@ -194,8 +194,9 @@ def parzen_evaluate(
 ) -> ParzenResult:
     """The protocol end to end for any model that samples.
 
-    ``model`` is an object with ``sample(n) -> (n, D)`` (every package model: for the
-    VAE and GAE the decoder means ``E[x|z]``) or a function ``n -> (n, D)``; it is asked
+    ``model`` is an object with ``sample(n) -> (n, ...)`` (every package model: for the
+    VAE and GAE the decoder means ``E[x|z]``) or a function ``n -> (n, ...)``; samples
+    and data are compared as flat vectors; it is asked
     for ``num_samples`` samples in batches of ``sample_batch``. σ is chosen on ``valid``
     from ``sigmas``; ``test`` is scored. Seed with ``pyro.set_rng_seed`` first.
     """
@@ -206,5 +207,6 @@ def parzen_evaluate(
         raise ValueError("model must have a sample(n) method or be a function n -> samples")
     parts = [draw(min(sample_batch, num_samples - s)) for s in range(0, num_samples, sample_batch)]
     samples = torch.cat([torch.as_tensor(p).reshape(len(p), -1) for p in parts]).to(torch.float32)
-    return parzen_log_likelihood(samples, test, valid=valid, sigmas=sigmas, batch_size=batch_size,
+    flat = [t.reshape(len(t), -1) if torch.is_tensor(t) and t.dim() > 2 else t for t in (test, valid)]
+    return parzen_log_likelihood(samples, flat[0], valid=flat[1], sigmas=sigmas, batch_size=batch_size,
                                  progress=progress)

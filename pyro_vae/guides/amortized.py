@@ -7,24 +7,30 @@ one to μ and one to log σ².
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Optional, Sequence, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vae.nets import GaussianHead, mlp
+from pyro_vae.nets import GaussianHead, encoder_body
+from pyro_vae.nets.shapes import as_event_shape
 from pyro_vae.plates import data_plate, register_module
 
 
 class GaussianEncoder(nn.Module):
-    """``x: (batch, x_dim) -> (loc, scale)``, each ``(batch, z_dim)``."""
+    """``x: (..., *event_shape) -> (loc, scale)``, each ``(..., z_dim)``: a body
+    (:func:`pyro_vae.nets.encoder_body`, an MLP or strided convolutions) feeding
+    :class:`~pyro_vae.nets.GaussianHead`."""
 
-    def __init__(self, x_dim: int, z_dim: int, hidden: Sequence[int] = (400,), activation: str = "tanh"):
+    def __init__(self, event_shape: Union[int, Sequence[int]], z_dim: int, hidden: Sequence[int] = (400,),
+                 activation: str = "tanh", network: str = "mlp"):
         super().__init__()
-        self.x_dim, self.z_dim = x_dim, z_dim
-        self.body, width = mlp(x_dim, hidden, activation)
+        self.event_shape = as_event_shape(event_shape)
+        self.x_dim, self.z_dim = math.prod(self.event_shape), z_dim
+        self.body, width = encoder_body(self.event_shape, hidden, activation, network)
         self.head = GaussianHead(width, z_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

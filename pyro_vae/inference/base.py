@@ -1,31 +1,143 @@
-"""What the training loop needs of an inference algorithm."""
+"""What the training loop needs of an inference algorithm, and what SVI needs of an objective.
+
+An **algorithm** (:class:`Inference`) is bound to a model module: ``step`` takes one
+optimisation step on a minibatch and returns named figures (the log keeps every one of
+them, as ``train_<name>`` columns); ``evaluate`` returns named figures on held-out data
+(``valid_<name>`` columns; ``[budget] monitor`` picks the one early stopping follows);
+``start_epoch`` runs schedules (KL warm-up, a cache refresh); ``state_dict`` holds every
+piece of state that changes per step (optimizers by parameter role, chains, caches), so
+that a checkpoint resumes exactly.
+
+An **objective** (:class:`Objective`) is what SVI ascends: ``differentiable_loss(x,
+index, num_data, beta)`` is minus a (β-weighted) ELBO estimate on the minibatch. A Pyro
+ELBO on the module's model and guide is one (:class:`PyroELBO`); a model family whose
+training needs its own terms or state brings one (the GAE's
+:class:`~pyro_vae.models.gae.objective.ExemplarELBO`), as ``pyro.contrib.cevae`` keeps its
+training terms in an ELBO subclass so that model and guide stay plain.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import contextlib
+from typing import Optional, Protocol
 
+import pyro
+import pyro.infer
 import torch
+
+from pyro_vae.capabilities import capabilities_of
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference.annealing import scale_latents
+from pyro_vae.plates import module_registration_skipped
 
 
 class Inference(Protocol):
-    """One training algorithm bound to a model and its guide.
+    """One training algorithm bound to a model and its guide."""
 
-    The loop only calls these (and ``start_epoch(epoch)``, with the 0-based epoch,
-    before each epoch's steps where an algorithm has it: SVI's warm-up); it knows
-    nothing of the model.
-    """
+    #: Names of the figures :meth:`step` returns, and of those :meth:`evaluate` returns.
+    figures: tuple[str, ...]
+    valid_figures: tuple[str, ...]
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
-        """One optimisation step on the minibatch ``x = data[index]`` of a set of ``num_data``.
+        """One optimisation step on the minibatch ``x = data[index]`` of a set of ``num_data``;
+        figures per data point (``"elbo"``: nats, higher is better)."""
 
-        Returns figures to log; ``"elbo"`` (nats per data point, higher is better) is
-        what the progress bar and the log show.
-        """
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        """Figures on ``x`` (the whole batch is the data set), per data point."""
 
-    def evaluate(self, x: torch.Tensor) -> float:
-        """The objective on ``x`` (the whole batch is the data set), per data point."""
+    def start_epoch(self, epoch: int) -> None:
+        """Called with the 0-based epoch before its first step."""
 
     def state_dict(self) -> dict:
-        """Everything needed to resume: optimizer state (the module is saved apart)."""
+        """Everything needed to resume but the module's parameters."""
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+class Objective(Protocol):
+    """What :class:`~pyro_vae.inference.svi.SVI` ascends (module docstring)."""
+
+    def differentiable_loss(self, x: torch.Tensor, index: Optional[torch.Tensor], num_data: Optional[int],
+                            beta: float = 1.0) -> torch.Tensor: ...
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class PyroELBO:
+    """A :class:`pyro.infer.ELBO` on ``model`` and ``guide`` as an :class:`Objective`.
+
+    ``beta`` weighs the latent sites through :class:`~pyro_vae.inference.annealing.scale_latents`.
+    After the first call Pyro's run-time validation is skipped (a mistake in a model
+    shows on the first step; the training loop checks every step's figures for NaN/inf),
+    and the eager ELBOs run without ``pyro.module`` param sites
+    (:func:`pyro_vae.plates.register_module`): the optimizer holds the module's
+    parameters and these ELBOs never read param sites. The JIT ELBOs read parameters
+    from the param store by name, so they keep them.
+    """
+
+    def __init__(self, elbo: pyro.infer.ELBO, model, guide, make_copy=None):
+        self.elbo, self.model, self.guide = elbo, model, guide
+        self.jit = isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO,
+                                     pyro.infer.JitTraceEnum_ELBO))
+        # A compiled ELBO is traced for one batch shape (sizes become constants in the
+        # graph) but keyed on the number of arguments only: one per shape keeps it right.
+        self._make_copy = make_copy
+        self._per_shape = {}
+        self._validated = False
+
+    def differentiable_loss(self, x, index, num_data, beta: float = 1.0) -> torch.Tensor:
+        weighted = scale_latents(beta) if beta != 1.0 else contextlib.nullcontext()
+        with self._fast_path(), weighted:
+            # index is positional: the JIT keys its cache on keyword values, not on tensors.
+            loss = _differentiable_loss(self._for_shape(x), self.model, self.guide, x, index, num_data=num_data)
+        self._validated = True
+        return loss
+
+    def _fast_path(self) -> contextlib.AbstractContextManager:
+        if not self._validated:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(pyro.validation_enabled(False))
+        if not self.jit:
+            stack.enter_context(module_registration_skipped())
+        return stack
+
+    def _for_shape(self, x: torch.Tensor) -> pyro.infer.ELBO:
+        if not self.jit:
+            return self.elbo
+        shape = tuple(x.shape)
+        if shape not in self._per_shape:
+            self._per_shape[shape] = self.elbo if not self._per_shape else self._make_copy()
+        return self._per_shape[shape]
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _differentiable_loss(elbo: pyro.infer.ELBO, model, guide, *args, **kwargs) -> torch.Tensor:
+    """−ELBO as a tensor whose gradient is the ELBO's gradient estimate."""
+    if isinstance(elbo, pyro.infer.JitTrace_ELBO):
+        # JitTrace_ELBO compiles only the (loss, surrogate loss) pair.
+        return elbo.loss_and_surrogate_loss(model, guide, *args, **kwargs)[1]
+    return elbo.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def refuse_enumerated(module, algorithm: str) -> None:
+    """A :class:`~pyro_vae.errors.ConfigError` for a model that declares enumerated discrete
+    latents: ``algorithm`` samples every latent."""
+    if capabilities_of(module).enumerated_latents:
+        raise ConfigError(
+            f"[inference] name = {algorithm!r} cannot train {type(module).__name__}: it sums out "
+            "enumerated discrete latents, which only [inference] name = \"svi\" (elbo = \"auto\" "
+            "or \"trace_enum\") and \"em\" support"
+        )

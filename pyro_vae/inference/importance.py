@@ -35,6 +35,7 @@ same ``log w_k``: a K-sample ELBO estimate, no extra model runs).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import pyro.infer
@@ -42,19 +43,38 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyro_vae.config import ConfigError
-from pyro_vae.evaluation.marginal_likelihood import _per_point_log_prob, _scored_sites
-from pyro_vae.inference.svi import make_optimizer
-from pyro_vae.inference.traces import (
-    evaluate_elbo,
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation.elbo import evaluate_elbo
+from pyro_vae.inference.base import refuse_enumerated
+from pyro_vae.inference.optim import RoleOptimizers
+from pyro_vae.traces import (
     max_plate_nesting,
     non_reparameterized_sites,
     particle_traces,
+    per_point_log_prob,
     preserved_rng,
-    refuse_enumerated,
+    scored_sites,
     subsample_scale,
     zero_grad,
 )
+
+
+@dataclass
+class IWAEConfig:
+    """``[inference] name = "iwae"``."""
+
+    name: str = "iwae"
+    #: K, importance samples per data point of the bound (1: the ELBO).
+    num_particles: int = 1
+
+
+@dataclass
+class VIMCOConfig:
+    """``[inference] name = "vimco"``."""
+
+    name: str = "vimco"
+    #: K >= 2 samples per data point (the leave-one-out baseline needs two).
+    num_particles: int = 5
 
 
 def _check_particles(num_particles: int, name: str) -> None:
@@ -74,19 +94,30 @@ class _RecordingRenyiELBO(pyro.infer.RenyiELBO):
 
 
 class _OneOptimizer:
-    """What IWAE and VIMCO share: one optimizer over all the module's parameters (its
-    state is theirs) and the guide's ELBO as the evaluation."""
+    """What IWAE and VIMCO share: one optimizer (role ``"all"``) over all the module's
+    parameters, and the one ELBO evaluator on held-out data."""
 
-    optimizer: torch.optim.Optimizer
+    figures = ("iwae", "elbo")
+    valid_figures = ("elbo",)
 
-    def evaluate(self, x: torch.Tensor) -> float:
-        return evaluate_elbo(self.model, self.guide, x)
+    def _build_optimizer(self, optimizer: str, lr: float) -> None:
+        self.optimizers = RoleOptimizers(optimizer, lr, {"all": self.module.parameters()})
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizers["all"]
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        return {"elbo": evaluate_elbo(self.module, x)}
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizers": self.optimizers.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizers.load_state_dict(state["optimizers"])
 
 
 class IWAE(_OneOptimizer):
@@ -104,7 +135,7 @@ class IWAE(_OneOptimizer):
         self.module, self.model, self.guide = module, module.model, module.guide
         self.num_particles = num_particles
         self.elbo = _RecordingRenyiELBO(alpha=0.0, num_particles=num_particles, vectorize_particles=True)
-        self.optimizer = make_optimizer(optimizer, module.parameters(), lr)
+        self._build_optimizer(optimizer, lr)
         self._checked = False
 
     def _check(self, x: torch.Tensor) -> None:
@@ -140,10 +171,10 @@ class IWAE(_OneOptimizer):
         model_tr, guide_tr = self.elbo.last_traces
         k = self.num_particles
         dim = -self.elbo.max_plate_nesting if k > 1 else -(self.elbo.max_plate_nesting + 1)
-        model_sites, guide_sites = _scored_sites(model_tr, guide_tr)
+        model_sites, guide_sites = scored_sites(model_tr, guide_tr)
         shape = (k, batch)
-        total = sum(_per_point_log_prob(s, dim, shape).detach() for s in model_sites)
-        total = total - sum(_per_point_log_prob(s, dim, shape).detach() for s in guide_sites)
+        total = sum(per_point_log_prob(s, dim, shape).detach() for s in model_sites)
+        total = total - sum(per_point_log_prob(s, dim, shape).detach() for s in guide_sites)
         return total.mean().item()
 
 
@@ -160,7 +191,7 @@ def vimco_surrogate(log_w: torch.Tensor, log_q_score: torch.Tensor) -> tuple[tor
     lw = log_w.detach()
     loo_mean = (lw.sum(0, keepdim=True) - lw) / (k - 1)  # (K, batch): mean of the others
     # (K, K, batch): row i is lw with entry i replaced by the leave-one-out mean.
-    eye = torch.eye(k, dtype=torch.bool).unsqueeze(-1)
+    eye = torch.eye(k, dtype=torch.bool, device=log_w.device).unsqueeze(-1)
     replaced = torch.where(eye, loo_mean.unsqueeze(1), lw.unsqueeze(0))
     bound_minus = torch.logsumexp(replaced, 1) - math.log(k)  # (K, batch)
     signal = bound.detach().unsqueeze(0) - bound_minus
@@ -177,7 +208,7 @@ class VIMCO(_OneOptimizer):
         _check_particles(num_particles, "vimco")
         self.module, self.model, self.guide = module, module.model, module.guide
         self.num_particles = num_particles
-        self.optimizer = make_optimizer(optimizer, module.parameters(), lr)
+        self._build_optimizer(optimizer, lr)
         self._nesting: Optional[int] = None
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:

@@ -31,24 +31,42 @@ refused with a :class:`~pyro_vae.config.ConfigError`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import pyro.infer
 import torch
 from torch import nn
 
-from pyro_vae import distributed
-from pyro_vae.config import ConfigError
-from pyro_vae.inference import hmc
-from pyro_vae.inference.svi import make_optimizer
-from pyro_vae.inference.traces import (
-    evaluate_elbo,
-    preserved_rng,
-    refuse_enumerated,
-    split_parameters,
-    subsample_scale,
-    zero_grad,
-)
+from pyro_vae import distributed, hmc
+from pyro_vae.capabilities import capabilities_of
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation.elbo import evaluate_elbo
+from pyro_vae.inference.base import refuse_enumerated
+from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
+from pyro_vae.traces import preserved_rng, repeat_rows, split_parameters, subsample_scale, zero_grad
+
+
+@dataclass
+class MCEMConfig:
+    """``[inference] name = "mcem"``: Monte Carlo EM with an HMC E-step."""
+
+    name: str = "mcem"
+    #: HMC transitions per E-step, leapfrog steps per transition, the initial step size
+    #: and the acceptance rate it is tuned to (AEVB appendix: 10 and 90%).
+    hmc_steps: int = 1
+    hmc_leapfrog_steps: int = 10
+    hmc_step_size: float = 0.1
+    target_accept: float = 0.9
+    #: "batched" (per-point chains, one leapfrog for the batch) or "pyro"
+    #: (pyro.infer.mcmc.HMC over the batch's joint potential).
+    hmc_backend: str = "batched"
+    #: HMC chains per data point.
+    num_chains: int = 1
+    #: Gradient steps on θ per E-step (AEVB appendix: 5).
+    m_steps: int = 5
+    #: Also fit the guide (ELBO on φ only) so the logged ELBO is meaningful.
+    fit_guide: bool = True
 
 
 class MCEM:
@@ -66,7 +84,13 @@ class MCEM:
         fit_guide: also fit the guide (for the reported ELBO only).
         backend: ``"batched"`` (per-point accept/reject) or ``"pyro"``
             (:class:`pyro.infer.mcmc.HMC` over the batch's joint potential).
+
+    Parameter roles: ``"model"`` (θ, the M-step's optimizer) and, with ``fit_guide``,
+    ``"guide"`` (φ).
     """
+
+    figures = ("log_joint", "accept_prob", "step_size", "elbo")
+    valid_figures = ("elbo",)
 
     def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01, hmc_steps: int = 1,
                  leapfrog_steps: int = 10, step_size: float = 0.1, target_accept: float = 0.9,
@@ -77,7 +101,7 @@ class MCEM:
                 raise ConfigError(f"[inference] {name} must be a positive integer, got {v!r}")
         self.module, self.model, self.guide = module, module.model, module.guide
         self.optimizer_name, self.lr = optimizer, lr
-        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # check early
+        check_optimizer(optimizer, lr)
         self.hmc_steps, self.num_chains, self.m_steps = hmc_steps, num_chains, m_steps
         self.leapfrog_steps, self.target_accept, self.backend = leapfrog_steps, target_accept, backend
         self.fit_guide = fit_guide
@@ -93,12 +117,14 @@ class MCEM:
         self._pending: Optional[dict] = None
 
     def _probe_latents(self) -> None:
-        """Refuse discrete latents at construction when the module says its data size
-        (``x_dim``); otherwise the first step checks."""
-        x_dim = getattr(self.module, "x_dim", None)
-        if isinstance(x_dim, int):
+        """Refuse discrete latents at construction when the module declares its event
+        shape (:mod:`pyro_vae.capabilities`); otherwise the first step checks."""
+        event_shape = capabilities_of(self.module).event_shape
+        if event_shape is not None:
+            like = next(self.module.parameters(), None)
+            x = torch.zeros((2,) + tuple(event_shape), device=None if like is None else like.device)
             with preserved_rng():
-                hmc.LatentSpace(self.model, torch.zeros(2, x_dim), what="MCEM")
+                hmc.LatentSpace(self.model, x, what="MCEM")
 
     # ------------------------------------------------------------------------ setup
 
@@ -110,16 +136,15 @@ class MCEM:
             if not split.model:
                 raise ConfigError("MCEM's M-step trains the model's parameters, and the model has none")
             self.theta, self.phi = split.model, split.guide
-            self.m_optimizer = make_optimizer(self.optimizer_name, self.theta, self.lr)
-            self.guide_optimizer = (make_optimizer(self.optimizer_name, self.phi, self.lr)
-                                    if self.fit_guide and self.phi else None)
+            roles = {"model": self.theta, **({"guide": self.phi} if self.fit_guide and self.phi else {})}
+            self.optimizers = RoleOptimizers(self.optimizer_name, self.lr, roles)
             self._elbo = pyro.infer.TraceMeanField_ELBO()
         if distributed.is_active() and self.backend == "pyro":
             raise ConfigError("[inference] hmc_backend = \"pyro\" adapts its step size inside Pyro's kernel, "
                               "per process: train MCEM data-parallel with hmc_backend = \"batched\"")
         if self.chains is None:
-            self.chains = torch.zeros(self.num_chains, num_data, self.space.dim)
-            self.visited = torch.zeros(num_data, dtype=torch.bool)
+            self.chains = x.new_zeros(self.num_chains, num_data, self.space.dim)
+            self.visited = torch.zeros(num_data, dtype=torch.bool, device=x.device)
         elif self.chains.shape[1] != num_data:
             raise ValueError(f"MCEM keeps one chain per training point of a data set of "
                              f"{self.chains.shape[1]} points; got a batch of a set of {num_data}")
@@ -136,12 +161,12 @@ class MCEM:
         index, num_data = _full(x, index, num_data)
         self._setup(x, num_data)
         C, B = self.num_chains, len(x)
-        x_rep = x.repeat(C, 1)
+        x_rep = repeat_rows(x, C)
         fn = self.space.log_prob_fn(x_rep)
         z = self.chains[:, index].clone()  # (C, B, dim)
         new = ~self.visited[index]
         if new.any():
-            z[:, new] = self.space.prior_draw(x[new].repeat(C, 1)).reshape(C, int(new.sum()), -1)
+            z[:, new] = self.space.prior_draw(repeat_rows(x[new], C)).reshape(C, int(new.sum()), -1)
         z = z.reshape(C * B, -1)
         lp, grad = hmc.log_prob_and_grad(fn, z)
         us, lps, accs, divs = [], [], [], []
@@ -185,7 +210,7 @@ class MCEM:
         """``m_steps`` gradient steps on θ at the samples ``z (C·B, dim)``; returns the mean
         log p(x, z) before the first step."""
         index, num_data = _full(x, index, num_data)
-        x_rep = x.repeat(self.num_chains, 1)
+        x_rep = repeat_rows(x, self.num_chains)
         scale = subsample_scale(x, num_data) / self.num_chains
         z = z.detach()
         first = None
@@ -195,7 +220,7 @@ class MCEM:
                 first = log_joint.detach().mean().item()
             zero_grad(self.module.parameters())
             (-scale * log_joint.sum()).backward()
-            self.m_optimizer.step()
+            self.optimizers["model"].step()
         return first
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
@@ -204,20 +229,23 @@ class MCEM:
         log_joint = self.m_step(x, z, index, num_data)
         out = {"log_joint": log_joint, "accept_prob": self._last["accept_prob"].mean().item(),
                "step_size": self.sampler.step_size.mean().item()}
-        if self.guide_optimizer is not None:
+        if "guide" in self.optimizers.roles:
             loss = self._elbo.differentiable_loss(self.model, self.guide, x, index, num_data)
             zero_grad(self.module.parameters())
             loss.backward()
-            self.guide_optimizer.step()
+            self.optimizers["guide"].step()
             out["elbo"] = -loss.item() / num_data
         else:
             with torch.no_grad():
                 out["elbo"] = -self._elbo.loss(self.model, self.guide, x, index, num_data) / num_data
         return out
 
-    def evaluate(self, x: torch.Tensor) -> float:
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
         """The ELBO per point with the guide (see the module docstring)."""
-        return evaluate_elbo(self.model, self.guide, x)
+        return {"elbo": evaluate_elbo(self.module, x)}
 
     # ------------------------------------------------------------------------ chains
 
@@ -250,11 +278,8 @@ class MCEM:
     def state_dict(self) -> dict:
         if self.space is None:
             return dict(self._pending or {})
-        state = {"m_optimizer": self.m_optimizer.state_dict(), "sampler": self.sampler.state_dict(),
-                 "chains": self.chains.clone(), "visited": self.visited.clone()}
-        if self.guide_optimizer is not None:
-            state["guide_optimizer"] = self.guide_optimizer.state_dict()
-        return state
+        return {"optimizers": self.optimizers.state_dict(), "sampler": self.sampler.state_dict(),
+                "chains": self.chains.clone(), "visited": self.visited.clone()}
 
     def load_state_dict(self, state: dict) -> None:
         if self.space is None:
@@ -264,9 +289,7 @@ class MCEM:
             self._load(state)
 
     def _load(self, state: dict) -> None:
-        self.m_optimizer.load_state_dict(state["m_optimizer"])
-        if self.guide_optimizer is not None and "guide_optimizer" in state:
-            self.guide_optimizer.load_state_dict(state["guide_optimizer"])
+        self.optimizers.load_state_dict(state["optimizers"])
         self.sampler.load_state_dict(state["sampler"])
         self.chains, self.visited = state["chains"].clone(), state["visited"].clone()
 
@@ -275,5 +298,5 @@ def _full(x: torch.Tensor, index: Optional[torch.Tensor], num_data: Optional[int
     if index is None:
         if num_data not in (None, len(x)):
             raise ValueError("MCEM keeps a chain per training point: pass the minibatch's index")
-        return torch.arange(len(x)), len(x)
+        return torch.arange(len(x), device=x.device), len(x)
     return index, num_data if num_data is not None else len(x)

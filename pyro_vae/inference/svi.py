@@ -10,6 +10,9 @@ The ELBO estimators:
 * ``"trace_enum"``, ``"jit_trace_enum"`` -- :class:`~pyro.infer.TraceEnum_ELBO`, which sums
   out the discrete latents a model marks for enumeration (e.g. the GAE's data index).
 
+A model family may bring its own objective instead (the GAE's exemplar ELBO, with its
+estimator and cache): ``elbo`` is then that :class:`~pyro_vae.inference.base.Objective`.
+
 The gradient step is the one :class:`pyro.infer.SVI` takes, written as Pyro's
 "custom training loop" (``elbo.differentiable_loss`` and one ``torch.optim``
 optimizer over the module's parameters) so that optimizer state checkpoints with
@@ -33,15 +36,37 @@ Speed (see ``benchmarks/step_time.py``):
 
 from __future__ import annotations
 
-import contextlib
+from dataclasses import dataclass
+from typing import Union
 
 import pyro
 import pyro.infer
 import torch
 from torch import nn
 
-from pyro_vae.inference.annealing import check_annealing, kl_weight_at, scale_latents
-from pyro_vae.plates import module_registration_skipped
+from pyro_vae.evaluation.elbo import evaluate_elbo
+from pyro_vae.inference.annealing import check_annealing, kl_weight_at
+from pyro_vae.inference.base import Objective, PyroELBO
+from pyro_vae.inference.optim import RoleOptimizers
+
+
+@dataclass
+class SVIConfig:
+    """``[inference] name = "svi"``: AEVB / SGVB."""
+
+    name: str = "svi"
+    #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL), "trace_enum"
+    #: (sums out enumerated discrete latents), their "jit_" variants, or "auto": the
+    #: model family's own objective where it has one (the GAE's), else "jit_meanfield"
+    #: ("meanfield" under a KL warm-up, whose weight a compiled ELBO cannot follow).
+    elbo: str = "auto"
+    #: Samples per data point of the ELBO estimate.
+    num_particles: int = 1
+    #: β, the weight of the latent sites' terms (the KL) in the training ELBO (β-VAE:
+    #: β ≠ 1); see pyro_vae.inference.annealing.
+    kl_weight: float = 1.0
+    #: Warm-up epochs T: β rises linearly as min(1, epoch / T) (0: no warm-up).
+    warmup_epochs: int = 0
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
@@ -69,14 +94,12 @@ ELBOS = {
     "jit_trace_enum": pyro.infer.JitTraceEnum_ELBO,
 }
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
-
 
 def make_elbo(name: str, num_particles: int = 1, **kwargs) -> pyro.infer.ELBO:
     """The ELBO estimator called ``name`` (see :data:`ELBOS`)."""
     if name not in ELBOS:
         raise ValueError(f"unknown ELBO {name!r}: choose one of {sorted(ELBOS)}")
-    if num_particles < 1:
+    if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
         raise ValueError(f"num_particles must be >= 1, got {num_particles}")
     if name.startswith("jit"):
         kwargs.setdefault("ignore_jit_warnings", True)
@@ -85,120 +108,71 @@ def make_elbo(name: str, num_particles: int = 1, **kwargs) -> pyro.infer.ELBO:
     return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1, **kwargs)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The ``torch.optim`` optimizer called ``name`` over ``params``.
-
-    Adam uses its fused kernel where every parameter allows it (floating point, on a
-    device with the kernel), else the default implementation; the two differ only by
-    floating-point rounding. Adagrad keeps the default one, which also takes sparse
-    gradients.
-    """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}: choose one of {sorted(OPTIMIZERS)}")
-    if not lr > 0:
-        raise ValueError(f"the learning rate must be positive, got {lr}")
-    params = list(params)
-    if name == "adam" and _fused_ok(params):
-        try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
-        except (RuntimeError, ValueError):
-            pass
-    return OPTIMIZERS[name](params, lr=lr)
-
-
-def _fused_ok(params: list) -> bool:
-    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
-    return bool(tensors) and all(
-        torch.is_tensor(p) and p.is_floating_point() and not p.is_sparse
-        and p.device.type in ("cpu", "cuda") for p in tensors
-    )
-
-
-def differentiable_loss(elbo: pyro.infer.ELBO, model, guide, *args, **kwargs) -> torch.Tensor:
-    """−ELBO as a tensor whose gradient is the ELBO's gradient estimate."""
-    if isinstance(elbo, pyro.infer.JitTrace_ELBO):
-        # JitTrace_ELBO compiles only the (loss, surrogate loss) pair.
-        return elbo.loss_and_surrogate_loss(model, guide, *args, **kwargs)[1]
-    return elbo.differentiable_loss(model, guide, *args, **kwargs)
-
-
 class SVI:
-    """AEVB: gradient ascent on the ELBO of ``module.model`` / ``module.guide``.
+    """AEVB: gradient ascent on an ELBO of ``module.model`` / ``module.guide``.
 
-    ``module`` is an ``nn.Module`` with ``model`` and ``guide`` callables taking
-    ``(x, index, num_data)`` and holding every trainable parameter.
-
-    ``kl_weight`` (β) and ``warmup_epochs`` (T) weigh the latent sites' terms of the
-    training ELBO by ``β · min(1, (epoch + 1) / T)`` (:mod:`pyro_vae.inference.annealing`;
-    the training loop calls :meth:`start_epoch`); :meth:`evaluate` is always the ELBO.
+    Args:
+        module: an ``nn.Module`` with ``model`` and ``guide`` callables taking
+            ``(x, index, num_data)`` and holding every trainable parameter.
+        elbo: the name of a Pyro ELBO (:data:`ELBOS`), or an
+            :class:`~pyro_vae.inference.base.Objective` bound to the module.
+        num_particles: samples per point of a named ELBO.
+        optimizer, lr: one optimizer (role ``"all"``) over the module's parameters.
+        kl_weight, warmup_epochs: β and the warm-up T: the latent terms of the training
+            objective weigh ``β · min(1, (epoch + 1) / T)`` (:mod:`pyro_vae.inference.annealing`;
+            the training loop calls :meth:`start_epoch`); :meth:`evaluate` is the ELBO.
     """
 
-    def __init__(self, module: nn.Module, elbo: str = "meanfield", num_particles: int = 1,
+    figures = ("elbo",)
+    valid_figures = ("elbo",)
+
+    def __init__(self, module: nn.Module, elbo: Union[str, Objective] = "meanfield", num_particles: int = 1,
                  optimizer: str = "adam", lr: float = 1e-3, kl_weight: float = 1.0, warmup_epochs: int = 0):
         check_annealing(kl_weight, warmup_epochs)
-        if warmup_epochs and elbo.startswith("jit"):
+        if isinstance(elbo, str) and warmup_epochs and elbo.startswith("jit"):
             raise ValueError(f"a warm-up changes the ELBO's weight every epoch, but the compiled ELBO {elbo!r} "
                              f"keeps the weight it was traced with: use elbo = {elbo.removeprefix('jit_')!r}")
         self.module = module
         self.kl_weight, self.warmup_epochs = float(kl_weight), warmup_epochs
         self.beta = kl_weight_at(0, self.kl_weight, warmup_epochs)
-        # Bound once: the JIT ELBOs key their compiled code on id(model) and id(guide),
-        # and ``module.model`` makes a new bound-method object at every access.
-        self.model, self.guide = module.model, module.guide
-        self.elbo = make_elbo(elbo, num_particles)
-        self._elbo_name, self._num_particles = elbo, num_particles
-        # A compiled ELBO is traced for one batch shape (sizes become constants in the
-        # graph) but keyed on the number of arguments only: one per shape keeps it right.
-        self._jit_elbos = {}
-        # Evaluation runs on batches of other sizes: compiling each is wasted work.
-        self.eval_elbo = make_elbo(elbo.removeprefix("jit_"), num_particles)
-        self.optimizer = make_optimizer(optimizer, module.parameters(), lr)
-        self._validated = False
+        if isinstance(elbo, str):
+            # Bound once: the JIT ELBOs key their compiled code on id(model) and id(guide),
+            # and ``module.model`` makes a new bound-method object at every access.
+            model, guide = module.model, module.guide
+            self.objective = PyroELBO(make_elbo(elbo, num_particles), model, guide,
+                                      make_copy=lambda: make_elbo(elbo, num_particles))
+        else:
+            self.objective = elbo
+        self.optimizers = RoleOptimizers(optimizer, lr, {"all": module.parameters()})
+
+    @property
+    def elbo(self):
+        """The estimator: a Pyro ELBO, or the family's own objective."""
+        return getattr(self.objective, "elbo", self.objective)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizers["all"]
 
     def start_epoch(self, epoch: int) -> None:
-        """Set β for the 0-based ``epoch`` (the warm-up schedule)."""
+        """Set β for the 0-based ``epoch`` (the warm-up schedule), and the objective's."""
         self.beta = kl_weight_at(epoch, self.kl_weight, self.warmup_epochs)
+        self.objective.start_epoch(epoch)
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         """One step; ``"elbo"`` is the training objective: the β-weighted ELBO while β ≠ 1."""
-        weighted = scale_latents(self.beta) if self.beta != 1.0 else contextlib.nullcontext()
-        with self._fast_path(), weighted:
-            # index is positional: the JIT keys its cache on keyword values, not on tensors.
-            loss = differentiable_loss(self._step_elbo(x), self.model, self.guide, x, index,
-                                       num_data=num_data)
-        self._validated = True
+        loss = self.objective.differentiable_loss(x, index, num_data, beta=self.beta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return {"elbo": -loss.item() / num_data}
 
-    def _fast_path(self) -> contextlib.AbstractContextManager:
-        """After the first step: no Pyro validation and, for the eager ELBOs, no param
-        sites (see the module docstring)."""
-        if not self._validated:
-            return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        stack.enter_context(pyro.validation_enabled(False))
-        if not self._elbo_name.startswith("jit"):
-            stack.enter_context(module_registration_skipped())
-        return stack
-
-    def _step_elbo(self, x: torch.Tensor) -> pyro.infer.ELBO:
-        if not self._elbo_name.startswith("jit"):
-            return self.elbo
-        shape = tuple(x.shape)
-        if shape not in self._jit_elbos:
-            first = not self._jit_elbos
-            self._jit_elbos[shape] = self.elbo if first else make_elbo(self._elbo_name, self._num_particles)
-        return self._jit_elbos[shape]
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor) -> float:
-        # ``loss``, not ``differentiable_loss``: TraceEnum_ELBO refuses the latter without grad.
-        return -self.eval_elbo.loss(self.model, self.guide, x) / len(x)
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        return {"elbo": evaluate_elbo(self.module, x)}
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizers": self.optimizers.state_dict(), "objective": self.objective.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizers.load_state_dict(state["optimizers"])
+        self.objective.load_state_dict(state["objective"])

@@ -36,22 +36,24 @@ nothing extra.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import pyro.infer
 import torch
 from torch import nn
 
-from pyro_vae.config import ConfigError
-from pyro_vae.evaluation.marginal_likelihood import _per_point_log_prob, _scored_sites
-from pyro_vae.inference.svi import make_optimizer
-from pyro_vae.inference.traces import (
-    evaluate_elbo,
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation.elbo import evaluate_elbo
+from pyro_vae.inference.base import refuse_enumerated
+from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
+from pyro_vae.traces import (
     max_plate_nesting,
     observed_site,
     particle_traces,
+    per_point_log_prob,
     preserved_rng,
-    refuse_enumerated,
+    scored_sites,
     sleep_log_q,
     split_parameters,
     subsample_scale,
@@ -59,16 +61,39 @@ from pyro_vae.inference.traces import (
 )
 
 
+@dataclass
+class WakeSleepConfig:
+    """``[inference] name = "wake_sleep"``."""
+
+    name: str = "wake_sleep"
+    #: Points dreamt per sleep phase (None: the minibatch size).
+    sleep_batch_size: Optional[int] = None
+
+
+@dataclass
+class RWSConfig:
+    """``[inference] name = "rws"``: reweighted wake-sleep."""
+
+    name: str = "rws"
+    #: K >= 2 guide particles per data point.
+    num_particles: int = 5
+    #: Weight of the wake-φ update against the sleep-φ update (1: wake only).
+    insomnia: float = 1.0
+
+
 class _LazySetup:
-    """Parameter split and optimizers built at the first batch (the split traces the
+    """Parameter roles and optimizers built at the first batch (the split traces the
     model and guide, which needs data); state loaded before that waits for it."""
+
+    valid_figures = ("elbo",)
 
     def __init__(self, module: nn.Module, optimizer: str, lr: float):
         self.module = module
         self.model, self.guide = module.model, module.guide
         self.optimizer_name, self.lr = optimizer, lr
-        make_optimizer(optimizer, [torch.zeros(1, requires_grad=True)], lr)  # check names early
+        check_optimizer(optimizer, lr)
         self.split = None
+        self.optimizers: Optional[RoleOptimizers] = None
         self._pending: Optional[dict] = None
 
     def _setup(self, x: torch.Tensor) -> None:
@@ -77,17 +102,25 @@ class _LazySetup:
                 self.split = split_parameters(self.module, x[:2])
                 self._build(x)
             if self._pending is not None:
-                self._load(self._pending)
+                self.optimizers.load_state_dict(self._pending["optimizers"])
                 self._pending = None
 
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        if self.optimizers is None:
+            return dict(self._pending or {})
+        return {"optimizers": self.optimizers.state_dict()}
+
     def load_state_dict(self, state: dict) -> None:
-        if self.split is None:
+        if self.optimizers is None:
             self._pending = state
         else:
-            self._load(state)
+            self.optimizers.load_state_dict(state["optimizers"])
 
-    def evaluate(self, x: torch.Tensor) -> float:
-        return evaluate_elbo(self.model, self.guide, x)
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        return {"elbo": evaluate_elbo(self.module, x)}
 
 
 class WakeSleep(_LazySetup):
@@ -99,8 +132,11 @@ class WakeSleep(_LazySetup):
         sleep_batch_size: dreams per sleep phase (None: as many as the minibatch).
 
     ``step`` is :meth:`wake` then :meth:`sleep`; both are public so that each phase can
-    be run (and checked) on its own.
+    be run (and checked) on its own. The parameter roles ``"model"`` (θ, the wake phase's
+    optimizer) and ``"guide"`` (φ, the sleep phase's) each have their optimizer.
     """
+
+    figures = ("elbo", "log_joint", "sleep_log_q")
 
     def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01,
                  sleep_batch_size: Optional[int] = None):
@@ -122,8 +158,7 @@ class WakeSleep(_LazySetup):
                 f"wake-sleep needs parameters in both the model ({len(s.model)} found) and the guide "
                 f"({len(s.guide)} found)"
             )
-        self.wake_optimizer = make_optimizer(self.optimizer_name, s.model, self.lr)
-        self.sleep_optimizer = make_optimizer(self.optimizer_name, s.guide, self.lr)
+        self.optimizers = RoleOptimizers(self.optimizer_name, self.lr, {"model": s.model, "guide": s.guide})
         self._obs = observed_site(self.model, x)
         self._nesting = max_plate_nesting(self.model, self.guide, x[:2])
 
@@ -135,19 +170,19 @@ class WakeSleep(_LazySetup):
         loss = -subsample_scale(x, num_data) * tr.log_p.sum()
         zero_grad(self.module.parameters())
         loss.backward()
-        self.wake_optimizer.step()
+        self.optimizers["model"].step()
         return {"elbo": tr.log_w.detach().mean().item(), "log_joint": tr.log_p.detach().mean().item()}
 
     def sleep(self, num_dreams: int, num_data: Optional[int] = None) -> dict[str, float]:
         """One step on φ: ascend ``log q_φ(z|x)`` at ``(z, x) ~ p_θ``; ``num_data`` scales
         the loss like a minibatch of that data set (the wake phase's scale)."""
-        if self.split is None:
+        if self.optimizers is None:
             raise RuntimeError("run a wake phase (or step) first: the parameter split needs data")
         log_q = sleep_log_q(self.model, self.guide, self._obs, num_dreams)
         loss = -((num_data or num_dreams) / num_dreams) * log_q.sum()
         zero_grad(self.module.parameters())
         loss.backward()
-        self.sleep_optimizer.step()
+        self.optimizers["guide"].step()
         return {"sleep_log_q": log_q.detach().mean().item()}
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
@@ -155,15 +190,6 @@ class WakeSleep(_LazySetup):
         out.update(self.sleep(self.sleep_batch_size or len(x), num_data))
         return out
 
-    def state_dict(self) -> dict:
-        if self.split is None:
-            return dict(self._pending or {})
-        return {"wake_optimizer": self.wake_optimizer.state_dict(),
-                "sleep_optimizer": self.sleep_optimizer.state_dict()}
-
-    def _load(self, state: dict) -> None:
-        self.wake_optimizer.load_state_dict(state["wake_optimizer"])
-        self.sleep_optimizer.load_state_dict(state["sleep_optimizer"])
 
 
 class MinibatchRWS(pyro.infer.ReweightedWakeSleep):
@@ -198,10 +224,10 @@ class MinibatchRWS(pyro.infer.ReweightedWakeSleep):
         scale = subsample_scale(x, num_data)
         model_tr, guide_tr = next(self._get_traces(model, guide, args, kwargs))
         particle_dim = -self.max_plate_nesting
-        model_sites, guide_sites = _scored_sites(model_tr, guide_tr)
+        model_sites, guide_sites = scored_sites(model_tr, guide_tr)
         shape = (K, batch)
-        log_p = sum(_per_point_log_prob(s, particle_dim, shape) for s in model_sites)
-        log_q = sum(_per_point_log_prob(s, particle_dim, shape) for s in guide_sites)
+        log_p = sum(per_point_log_prob(s, particle_dim, shape) for s in model_sites)
+        log_q = sum(per_point_log_prob(s, particle_dim, shape) for s in guide_sites)
         log_w = log_p - log_q.detach()  # (K, batch); z is detached (Pyro's detach=True)
         log_mean_w = torch.logsumexp(log_w, 0) - math.log(K)
         wake_theta_loss = -scale * log_mean_w.sum()
@@ -224,8 +250,10 @@ class MinibatchRWS(pyro.infer.ReweightedWakeSleep):
 
 
 class RWS(_LazySetup):
-    """RWS as a package inference: :class:`MinibatchRWS` and one optimizer over θ and φ
+    """RWS as a package inference: :class:`MinibatchRWS` with one optimizer per role
     (wake-θ's gradient reaches only θ, the φ losses' only φ)."""
+
+    figures = ("elbo", "iwae", "sleep_log_q")
 
     def __init__(self, module: nn.Module, num_particles: int = 5, insomnia: float = 1.0,
                  optimizer: str = "adam", lr: float = 1e-3):
@@ -234,8 +262,8 @@ class RWS(_LazySetup):
         self.rws = MinibatchRWS(num_particles, insomnia)
 
     def _build(self, x: torch.Tensor) -> None:
-        params = self.split.model + self.split.guide
-        self.optimizer = make_optimizer(self.optimizer_name, params, self.lr)
+        self.optimizers = RoleOptimizers(self.optimizer_name, self.lr,
+                                         {"model": self.split.model, "guide": self.split.guide})
         self.rws.max_plate_nesting = max_plate_nesting(self.model, self.guide, x[:2]) + 1  # + particles
         if self.rws.insomnia < 1:
             self.rws._obs = observed_site(self.model, x)
@@ -244,13 +272,6 @@ class RWS(_LazySetup):
         self._setup(x)
         zero_grad(self.module.parameters())
         self.rws.loss_and_grads(self.model, self.guide, x, index, num_data)
-        self.optimizer.step()
+        self.optimizers["model"].step()
+        self.optimizers["guide"].step()
         return dict(self.rws.last)
-
-    def state_dict(self) -> dict:
-        if self.split is None:
-            return dict(self._pending or {})
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def _load(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])

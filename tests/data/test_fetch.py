@@ -8,6 +8,7 @@ import gzip
 import http.server
 import shutil
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -17,14 +18,13 @@ import torch
 
 from pyro_vae.data import DATASETS, DataError, fetch, load_dataset
 from pyro_vae.data import paths as data_paths
-from pyro_vae.data.fetch import content_sha256
-from shared_data import find_shared_dir
+from pyro_vae.data.fetch import content_sha256, fetch_file
+from shared_data import SHARED
 
 FREY = "frey_face/frey_rawface.mat"
 T10K_LABELS = "MNIST/raw/t10k-labels-idx1-ubyte.gz"
 
 
-SHARED = find_shared_dir()
 pytestmark = pytest.mark.skipif(SHARED is None, reason="shared data directory not found")
 
 
@@ -86,9 +86,28 @@ def _leftovers(directory: Path) -> list[Path]:
 
 
 def test_hard_coded_checksums_match_the_shared_files():
-    for spec in DATASETS.values():
+    fetchable = [spec for spec in DATASETS.values() if spec.fetchable]
+    assert [s.name for s in fetchable] == ["binarized_mnist", "mnist", "frey_face"]
+    for spec in fetchable:
         for f in spec.files:
             assert content_sha256(SHARED / f.relpath) == f.sha256, f.relpath
+
+
+def test_fetch_all_means_the_sets_with_checksums(monkeypatch, tmp_path):
+    module = sys.modules["pyro_vae.data.fetch"]  # the package re-exports the function
+    asked = []
+    monkeypatch.setattr(module, "fetch_file", lambda f, *args: asked.append(f.relpath) or f.relpath)
+    fetch(None, tmp_path)
+    expected = [f.relpath for n in ("binarized_mnist", "mnist", "frey_face") for f in DATASETS[n].files]
+    assert asked == expected
+    with pytest.raises(DataError, match=r"'kmnist' cannot be downloaded.*KMNIST/raw/"):
+        fetch(["mnist", "kmnist"], tmp_path)
+    assert asked == expected  # refused before any download
+
+
+def test_fetch_file_refuses_a_file_without_checksum(tmp_path):
+    with pytest.raises(DataError, match="FashionMNIST/raw/train-images-idx3-ubyte.gz has no checksum"):
+        fetch_file(DATASETS["fashion_mnist"].files[0], tmp_path)
 
 
 def test_fetch_from_mirror_then_load(shared_mirror, tmp_path):

@@ -39,11 +39,12 @@ import pyro
 import pyro.infer.mcmc
 import torch
 from pyro import poutine
+from pyro.ops.dual_averaging import DualAveraging
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import biject_to
 
-from pyro_vae.config import ConfigError
-from pyro_vae.evaluation.marginal_likelihood import DATA_PLATE, _per_point_log_prob
+from pyro_vae.errors import ConfigError
+from pyro_vae.traces import DATA_PLATE, per_point_log_prob, repeat_rows
 
 LogProbFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -112,7 +113,7 @@ class LatentSpace:
 
     def constrain(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """``u (rows, dim)`` -> site values ``{name: (rows, *event)}`` and ``log|det J| (rows,)``."""
-        values, log_det = {}, torch.zeros(u.shape[:-1])
+        values, log_det = {}, u.new_zeros(u.shape[:-1])
         for s in self.sites:
             us = u[..., s.start:s.start + s.size].reshape(u.shape[:-1] + s.unconstrained_shape)
             v = s.transform(us)
@@ -151,7 +152,7 @@ class LatentSpace:
         total = log_det
         for site in tr.nodes.values():
             if site["type"] == "sample":
-                total = total + _per_point_log_prob(site, dim, shape)[0]
+                total = total + per_point_log_prob(site, dim, shape)[0]
         return total
 
     def log_prob_fn(self, x: torch.Tensor) -> LogProbFn:
@@ -161,37 +162,7 @@ class LatentSpace:
         """``u (..., dim)`` -> ``{name: array (..., *event)}`` (constrained values)."""
         flat = u.reshape(-1, self.dim)
         values, _ = self.constrain(flat)
-        return {k: v.reshape(u.shape[:-1] + v.shape[1:]).detach().numpy() for k, v in values.items()}
-
-
-# ----------------------------------------------------------------------------- step size
-
-
-class DualAveraging:
-    """Nesterov dual averaging of log ε toward an acceptance target, one per group
-    (Hoffman & Gelman 2014, "The No-U-Turn Sampler", algorithm 5)."""
-
-    def __init__(self, step_size: torch.Tensor, target: float, gamma: float = 0.05, t0: float = 10.0,
-                 kappa: float = 0.75):
-        self.mu = torch.log(10 * step_size)
-        self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
-        self.h_bar = torch.zeros_like(step_size)
-        self.log_avg = torch.zeros_like(step_size)
-        self.t = 0
-
-    def update(self, accept: torch.Tensor) -> torch.Tensor:
-        """The next step size after a transition with mean acceptance ``accept`` (per group)."""
-        self.t += 1
-        eta = 1.0 / (self.t + self.t0)
-        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target - accept)
-        log_eps = self.mu - math.sqrt(self.t) / self.gamma * self.h_bar
-        w = self.t ** -self.kappa
-        self.log_avg = w * log_eps + (1 - w) * self.log_avg
-        return log_eps.exp()
-
-    def final(self) -> torch.Tensor:
-        """The averaged step size, the one to sample with after the warm-up."""
-        return self.log_avg.exp()
+        return {k: v.reshape(u.shape[:-1] + v.shape[1:]).detach().cpu().numpy() for k, v in values.items()}
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -265,7 +236,7 @@ class BatchedHMC:
         """
         if log_prob is None or grad is None:
             log_prob, grad = log_prob_and_grad(log_prob_fn, z)
-        eps = self._row_step_size(len(z))
+        eps = self._row_step_size(len(z)).to(z)
         if self.jitter:
             eps = eps * (1.0 + self.jitter * (2.0 * torch.rand_like(eps) - 1.0))
         p0 = torch.randn_like(z)
@@ -291,21 +262,24 @@ class BatchedHMC:
         ``adapt`` in :meth:`transition`). ``average(group_means, rows_per_group)``, if
         given, replaces each group's mean acceptance, e.g. by
         :func:`pyro_vae.distributed.global_mean` over every process's rows."""
-        group_accept = accept_prob.reshape(len(self.step_size), -1).mean(-1)
+        group_accept = accept_prob.reshape(len(self.step_size), -1).mean(-1).to(self.step_size.device)
         if average is not None:
             group_accept = average(group_accept, accept_prob.shape[0] // len(self.step_size))
         if how == "track":
             self.step_size = self.step_size * torch.exp(self.gain * (group_accept - self.target_accept))
         elif how == "warmup":
+            # Nesterov dual averaging of log ε toward the target (Hoffman & Gelman 2014,
+            # algorithm 5), Pyro's, one scheme per group (it works elementwise on tensors)
             if self.dual is None:
-                self.dual = DualAveraging(self.step_size.clone(), self.target_accept)
-            self.step_size = self.dual.update(group_accept)
+                self.dual = DualAveraging(prox_center=torch.log(10 * self.step_size))
+            self.dual.step(self.target_accept - group_accept)
+            self.step_size = self.dual.get_state()[0].exp()
         else:
             raise ValueError(f"adapt must be None, 'track' or 'warmup', got {how!r}")
 
     def end_warmup(self) -> None:
-        if self.dual is not None:
-            self.step_size = self.dual.final()
+        if self.dual is not None:  # the averaged step size is the one to sample with
+            self.step_size = self.dual.get_state()[1].exp()
             self.dual = None
 
     def state_dict(self) -> dict:
@@ -334,7 +308,7 @@ class PyroJointHMC:
 
     @property
     def step_size(self) -> torch.Tensor:
-        return torch.tensor([self._kernel.step_size if self._kernel else self._step_size])
+        return torch.tensor([self._kernel.step_size if self._kernel else self._step_size])  # cpu-ok: a setting
 
     def _potential(self, params: dict) -> torch.Tensor:
         return -self._fn(params["z"]).sum()
@@ -360,9 +334,9 @@ class PyroJointHMC:
         self._kernel.clear_cache()  # the potential may have changed (new batch, new θ)
         with poutine.block():
             z_new = self._kernel.sample({"z": z.detach()})["z"]
-        accepted = torch.full((len(z),), not torch.equal(z_new, z))
+        accepted = torch.full((len(z),), not torch.equal(z_new, z), device=z.device)
         lp, g = log_prob_and_grad(log_prob_fn, z_new)
-        return Transition(z_new, lp, g, accepted.float(), accepted, torch.zeros(len(z)))
+        return Transition(z_new, lp, g, accepted.float(), accepted, z.new_zeros(len(z)))
 
     def end_warmup(self) -> None:
         if self._kernel is not None and self._adapting:
@@ -443,7 +417,7 @@ def to_inference_data(space: LatentSpace, u: torch.Tensor, stats: dict[str, torc
     posterior = space.values_numpy(u)
     n = u.shape[2]
     dims = {name: ["point"] + [f"{name}_dim_{i}" for i in range(v.ndim - 3)] for name, v in posterior.items()}
-    stats_np = {k: v.detach().numpy() for k, v in stats.items()}
+    stats_np = {k: v.detach().cpu().numpy() for k, v in stats.items()}
     for k, v in stats_np.items():
         if v.ndim == 3:
             dims[k] = ["point"]
@@ -483,15 +457,15 @@ def sample_posterior(
     """
     space = LatentSpace(model, x)
     n = len(x)
-    x_rep = x.repeat(num_chains, 1)
+    x_rep = repeat_rows(x, num_chains)
     fn = space.log_prob_fn(x_rep)
     if init is None and init_candidates > 1:
         rows = len(x_rep)
-        candidates = space.prior_draw(x_rep.repeat(init_candidates, 1))  # (k * rows, dim)
+        candidates = space.prior_draw(repeat_rows(x_rep, init_candidates))  # (k * rows, dim)
         with torch.no_grad():
-            lp = space.log_joint(x_rep.repeat(init_candidates, 1), candidates).reshape(init_candidates, rows)
+            lp = space.log_joint(repeat_rows(x_rep, init_candidates), candidates).reshape(init_candidates, rows)
         best = torch.nan_to_num(lp, nan=-math.inf).argmax(0)
-        z = candidates.reshape(init_candidates, rows, -1)[best, torch.arange(rows)]
+        z = candidates.reshape(init_candidates, rows, -1)[best, torch.arange(rows, device=best.device)]
     elif init is None:
         z = space.prior_draw(x_rep)
     else:

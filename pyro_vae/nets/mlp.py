@@ -1,4 +1,4 @@
-"""Multi-layer perceptrons shared by models and guides."""
+"""Multi-layer perceptrons shared by models and guides: activations, `mlp`, `GaussianHead`."""
 
 from __future__ import annotations
 

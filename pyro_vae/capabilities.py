@@ -1,0 +1,52 @@
+"""What a model family can do, declared once: evaluation, plots, reports and the
+inference algorithms' refusals read these flags instead of probing attributes.
+
+A model class declares ``capabilities`` (a class attribute); its instances report the
+same flags with their ``event_shape`` filled in. A module that declares nothing (a
+user's own ``nn.Module`` with ``model`` and ``guide``) is taken to be a plain
+latent-variable model with an amortized guide (:data:`LATENT_VARIABLE_MODEL`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model family offers.
+
+    Attributes:
+        has_guide: an amortized guide q(z|x) comes with the model (ELBO, importance-
+            sampled likelihoods, reconstructions and latent plots apply).
+        exact_log_prob: the model scores log p(x) in closed form (a normalizing flow).
+        enumerated_latents: the model marks discrete latents for enumeration
+            (``TraceEnum_ELBO`` sums them out; algorithms that sample every latent refuse it).
+        can_sample: ``model(None, num_data=n)`` generates n points.
+        latent_sites: the names of the per-point latent sample sites, in order.
+        event_shape: the shape of one data point (None: not known until built).
+    """
+
+    has_guide: bool = True
+    exact_log_prob: bool = False
+    enumerated_latents: bool = False
+    can_sample: bool = True
+    latent_sites: tuple[str, ...] = ("z",)
+    event_shape: Optional[tuple[int, ...]] = None
+
+    def with_event_shape(self, event_shape) -> "Capabilities":
+        return dataclasses.replace(self, event_shape=tuple(int(s) for s in event_shape))
+
+
+#: What a module that declares nothing is taken to be.
+LATENT_VARIABLE_MODEL = Capabilities()
+
+
+def capabilities_of(module) -> Capabilities:
+    """The capabilities ``module`` declares, or :data:`LATENT_VARIABLE_MODEL`."""
+    declared = getattr(type(module), "capabilities", None)
+    if declared is None:
+        return LATENT_VARIABLE_MODEL
+    return module.capabilities

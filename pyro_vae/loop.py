@@ -1,0 +1,330 @@
+"""The training loop, for any inference algorithm and any objective.
+
+Epochs of ``inference.step`` on minibatches; the log keeps every figure the algorithm
+reports (``train_<name>``, the epoch's mean, and ``valid_<name>`` from
+``inference.evaluate`` on the validation split); ``[budget] monitor`` and its direction
+choose the figure early stopping and the best parameters follow; callbacks see every
+step and every epoch (the paper-figure curves record through them) and may stop the run;
+a :class:`RunStore` makes the state of every finished epoch a checkpoint, written
+atomically, from which a run resumes exactly. The loop knows nothing of models or
+algorithms beyond :class:`~pyro_vae.inference.base.Inference`, and nothing of
+``torch.distributed`` beyond its one seam, :class:`~pyro_vae.distributed.Replicas`.
+
+Early stopping with ``[budget] lr_decays``: a plateau first restarts training from the
+best parameters at a lower learning rate (a step decay as in IWAE's experiments, Burda
+et al. 2016, here triggered by the monitored figure rather than at fixed epochs).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Protocol, Sequence
+
+import pyro
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyro_vae import distributed
+from pyro_vae.config import BudgetConfig
+from pyro_vae.data import DataSplits
+
+#: The reasons a run stops that a later call with a larger budget trains on from.
+RESUMABLE = ("budget", "time", "early_stopping")
+
+
+class TrainingDiverged(RuntimeError):
+    """The objective or the parameters became NaN/inf; the last good checkpoint is kept."""
+
+
+class Callback:
+    """Sees the loop at every step and every epoch; :meth:`Loop.request_stop` ends the run.
+
+    Subclass it and override what you need. A callback with state returns it from
+    :meth:`state_dict`: the checkpoint keeps it, so a resumed run's callbacks continue
+    where the interrupted run's were.
+    """
+
+    def on_step_end(self, loop: "Loop", figures: dict[str, float]) -> None:
+        """After each training step, with the step's figures."""
+
+    def on_epoch_end(self, loop: "Loop", row: dict) -> None:
+        """After each epoch's validation, with its log row."""
+
+    def state_dict(self) -> Optional[dict]:
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class TrainState:
+    """Everything of the loop's that changes during training and must survive an interruption."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    best_score: Optional[float] = None
+    best_module: Optional[dict] = None
+    bad_epochs: int = 0
+    lr_decays: int = 0
+    stopped: Optional[str] = None
+
+
+class RunStore(Protocol):
+    """Where the loop keeps its checkpoints and log (a run directory)."""
+
+    def load(self) -> Optional[dict]: ...
+
+    def save(self, checkpoint: dict, history: list[dict]) -> None: ...
+
+    def kept(self, state: TrainState) -> str: ...
+
+
+class Loop:
+    """Train ``inference`` (bound to ``module``) on ``data``.
+
+    Args:
+        module: the model module (its parameters are checked, saved and restored).
+        inference: an :class:`~pyro_vae.inference.base.Inference` on ``module``.
+        data: the splits; the loop steps on ``train`` and validates on ``valid``.
+        batch_size: the global minibatch size.
+        budget: a :class:`~pyro_vae.config.BudgetConfig`: epochs, patience, time,
+            learning-rate decays and the monitored figure.
+        seed: with the epoch, fixes the order of the batches (and their dynamic binarization).
+        store: where checkpoints and the log go (None: nowhere, nothing resumes).
+        callbacks: :class:`Callback` objects.
+        progress: show a progress bar.
+        replicas: the data-parallel seam (default: one for this process).
+        device: where batches are moved before each step (None: where they are).
+    """
+
+    def __init__(self, module: nn.Module, inference, data: DataSplits, batch_size: int, budget: BudgetConfig,
+                 seed: int = 0, store: Optional[RunStore] = None, callbacks: Sequence[Callback] = (),
+                 progress: bool = True,
+                 replicas: Optional[distributed.Replicas] = None, device: Optional[torch.device] = None):
+        self.module, self.inference, self.data = module, inference, data
+        self.batch_size, self.budget, self.seed = batch_size, budget, seed
+        self.store, self.callbacks, self.progress = store, list(callbacks), progress
+        self.replicas = replicas or distributed.Replicas()
+        self.device = device
+        self.state = TrainState()
+        self._stop: Optional[str] = None
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> TrainState:
+        """Train until the budget, early stopping or a callback ends the run; the module
+        ends with the best parameters (by the monitored figure), else the latest."""
+        self.state = self._resume_or_start()
+        self.replicas.start(self.module)
+        start, steps = time.perf_counter(), len(self.loader(0))
+        try:
+            with tqdm(total=self.budget.epochs * steps, initial=self.state.step, dynamic_ncols=True, unit="step",
+                      disable=not self.progress or not self.replicas.is_main) as bar:
+                while self.state.stopped is None:
+                    bar.set_description(f"epoch {self.state.epoch + 1}/{self.budget.epochs}")
+                    self.replicas.seed_epoch(self.seed, self.state.epoch)
+                    row = self._train_epoch(bar)
+                    self._end_epoch(row, start)
+                    self._save()
+                    bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.startswith(("train_", "valid_"))
+                                     and isinstance(v, float)}, refresh=False)
+        except distributed.WorkerFailure as e:
+            raise distributed.WorkerFailure(f"{e}; {self._kept()}: resume with the same command "
+                                            "(any number of processes)") from e
+        finally:
+            self.replicas.close()
+        if self.state.best_module is not None:
+            self.module.load_state_dict(self.state.best_module)
+        return self.state
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current step (a callback's budget, say), for ``reason``."""
+        self._stop = reason
+
+    def loader(self, epoch: int):
+        """This process's shard of the epoch's global batches (all of each batch when alone)."""
+        n = len(self.data.train)
+        return self.data.loader("train", self.batch_size, shuffle=True, seed=self.seed, epoch=epoch,
+                                drop_last=n >= self.batch_size, dynamic_binarize=self.data.binarize == "dynamic",
+                                rank=self.replicas.rank, world_size=self.replicas.world_size)
+
+    # ------------------------------------------------------------------ an epoch
+
+    def _train_epoch(self, bar: tqdm) -> dict:
+        state, loader = self.state, self.loader(self.state.epoch)
+        self.inference.start_epoch(state.epoch)
+        num_data, sums, steps, started = len(self.data.train), {}, 0, time.perf_counter()
+        # Every global batch has this many rows (drop_last, or one batch of all the data);
+        # this rank's shard weighs len(x) / batch in the gradient and the epoch's means.
+        batch = min(self.batch_size, num_data)
+        for x, index in loader:
+            if self.device is not None:
+                x, index = x.to(self.device, non_blocking=True), index.to(self.device, non_blocking=True)
+            weight = len(x) / batch
+            try:
+                with self.replicas.step(weight):
+                    figures = self.inference.step(x, index, num_data)
+            except distributed.NonFiniteGradients as e:
+                raise self._diverged(f"the gradient is NaN/inf at step {state.step + 1}") from e
+            for name, value in figures.items():
+                if not math.isfinite(value):
+                    raise self._diverged(f"the training {_title(name)} is {value} at step {state.step + 1}")
+                sums[name] = sums.get(name, 0.0) + value * weight
+            state.step, steps = state.step + 1, steps + 1
+            bar.update()
+            bar.set_postfix({k: f"{v / steps:.2f}" for k, v in sums.items()}, refresh=False)
+            for callback in self.callbacks:
+                callback.on_step_end(self, figures)
+            if self._stop is not None:
+                break
+        if not all(torch.isfinite(p).all() for p in self.module.parameters()):
+            raise self._diverged(f"a parameter became NaN/inf in epoch {state.epoch + 1}")
+        # Under several processes, this rank's share of the global means until _end_epoch sums them.
+        return {"train": {k: v / max(steps, 1) for k, v in sums.items()}, "seconds": time.perf_counter() - started}
+
+    def _end_epoch(self, shares: dict, start: float) -> None:
+        """Validation, the monitored figure, early stopping and the budget, identically on
+        every rank."""
+        state, budget = self.state, self.budget
+        state.epoch += 1
+        valid = self.replicas.evaluate(self.inference.evaluate, self.data.valid,
+                                       tuple(self.inference.valid_figures))
+        train, elapsed, seconds = self.replicas.share_epoch(shares["train"], time.perf_counter() - start,
+                                                            shares["seconds"])
+        row = {"epoch": state.epoch, "step": state.step, "samples_seen": state.step * self.batch_size,
+               **{f"train_{k}": v for k, v in train.items()}, **{f"valid_{k}": v for k, v in valid.items()},
+               "seconds": seconds}
+        state.history.append(row)
+        self._follow_monitor(row)
+        if state.epoch >= budget.epochs:
+            state.stopped = state.stopped or "budget"
+        if budget.max_minutes is not None and elapsed / 60 >= budget.max_minutes:
+            state.stopped = state.stopped or "time"
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, row)
+        if self._stop is not None:
+            state.stopped = state.stopped or self._stop
+
+    def _follow_monitor(self, row: dict) -> None:
+        """Keep the best parameters by ``[budget] monitor`` and count the epochs without
+        a better value; act on a plateau. A monitored validation figure is only there
+        when there is validation data."""
+        state, budget = self.state, self.budget
+        score = row.get(budget.monitor)
+        if score is None:
+            return
+        better = state.best_score is None or (score > state.best_score if budget.monitor_mode == "max"
+                                              else score < state.best_score)
+        if better:
+            state.best_score, state.bad_epochs = score, 0
+            state.best_module = copy.deepcopy(self.module.state_dict())
+        else:
+            state.bad_epochs += 1
+        if self._out_of_patience():
+            self._on_plateau()
+
+    def _out_of_patience(self) -> bool:
+        return self.budget.patience is not None and self.state.bad_epochs >= self.budget.patience
+
+    def _on_plateau(self) -> None:
+        """Patience has run out: decay the learning rate if ``[budget] lr_decays`` allows
+        (from the best parameters, the optimizers' moments kept), else stop."""
+        state, budget = self.state, self.budget
+        if state.lr_decays >= budget.lr_decays or state.best_module is None:
+            state.stopped = "early_stopping"
+            return
+        self.module.load_state_dict(state.best_module)
+        scale_learning_rates(self.inference, budget.lr_decay_factor)
+        state.lr_decays += 1
+        state.bad_epochs = 0
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> dict:
+        """The loop's state as a checkpoint. On every rank: a state dict may gather state
+        (the GAE objective's deferred gradients), a collective every rank must join."""
+        return {
+            "module": self.module.state_dict(),
+            "inference": self.inference.state_dict(),
+            "rng": pyro.util.get_rng_state(),
+            "state": vars(self.state),
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
+        }
+
+    def _save(self) -> None:
+        ckpt = self.checkpoint()
+        if self.store is not None and self.replicas.is_main:
+            self.store.save(ckpt, self.state.history)
+
+    def _resume_or_start(self) -> TrainState:
+        """The store's checkpoint applied, or a fresh state. Under several processes rank 0
+        alone reads (or refuses) the run directory and shares the result."""
+        ckpt = None
+        if self.store is not None:
+            try:
+                found = ("ok", self.store.load()) if self.replicas.is_main else None
+            except Exception as e:  # shared, so that every rank stops with the same error
+                found = ("error", e)
+            found = self.replicas.shared(found)
+            if found[0] == "error":
+                raise found[1]
+            ckpt = found[1]
+        if ckpt is None:
+            return TrainState(stopped="budget" if self.budget.epochs <= 0 else None)
+        self.module.load_state_dict(ckpt["module"])
+        self.inference.load_state_dict(ckpt["inference"])
+        pyro.util.set_rng_state(ckpt["rng"])
+        for callback, saved in zip(self.callbacks, ckpt.get("callbacks", [])):
+            if saved is not None:
+                callback.load_state_dict(saved)
+        self.state = state = TrainState(**ckpt["state"])
+        state.stopped = self._still_stopped()
+        if state.stopped is None and self._out_of_patience():
+            self._on_plateau()  # stopped early: stays so, or decays its learning rate
+        return state
+
+    def _still_stopped(self) -> Optional[str]:
+        """Why a resumed run stays stopped under this call's budget (None: it trains on,
+        unless its patience has run out). The time budget counts from each call's start,
+        so a run stopped by it continues; one stopped early continues under a larger
+        patience or ``lr_decays``; a callback's stop is final."""
+        state = self.state
+        if state.epoch >= self.budget.epochs:
+            return state.stopped or "budget"
+        return None if state.stopped in RESUMABLE + (None,) else state.stopped
+
+    def _kept(self) -> str:
+        return self.store.kept(self.state) if self.store is not None else "nothing was saved (no run directory)"
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        return TrainingDiverged(f"training diverged: {what}; {self._kept()}. Lower [optim] lr, "
+                                "or use [inference] elbo = \"meanfield\" (lower-variance gradients)")
+
+
+def scale_learning_rates(inference, factor: float) -> None:
+    """Every learning rate of ``inference`` times ``factor``, through its state dict: the
+    checkpoint's round trip holds every optimizer, also those that wake-sleep and MCEM
+    build only at their first batch (a resumed run's are still pending then)."""
+    state = inference.state_dict()
+    for opt in _optimizer_states(state):
+        for group in opt["param_groups"]:
+            group["lr"] *= factor
+    inference.load_state_dict(state)
+
+
+def _optimizer_states(state) -> list[dict]:
+    if not isinstance(state, dict):
+        return []
+    if "param_groups" in state:
+        return [state]
+    return [opt for value in state.values() for opt in _optimizer_states(value)]
+
+
+def _title(name: str) -> str:
+    return "ELBO" if name == "elbo" else repr(name)

@@ -1,0 +1,171 @@
+r"""How a training step forms the GAE's prior: which components it enumerates, with what
+weights. Small strategy objects, each ``make_pool(index, bank) -> ExemplarPool``:
+
+* :class:`Exact`: all ``n`` components, freshly encoded with gradients (the definition;
+  for small data sets and tests).
+* :class:`Random`: ``tail`` exemplars drawn uniformly per step, freshly encoded, uniform
+  weights (the Exemplar VAE's random-subset estimator; biased, for comparison).
+* :class:`KNN` (default): a **stratified** estimator over the training objective's cache
+  of all ``n`` encoder statistics. For training point ``i`` the ``n − 1`` other components
+  split into its ``K`` listed neighbours ``N_i`` (scored exactly, weight ``1/(n−1)`` each)
+  and the rest ``T_i``, whose mass ``|T_i|/(n−1)`` is spread uniformly over a random
+  sample ``S_i`` of it (the rest of the shuffled minibatch and ``tail`` uniformly drawn
+  exemplars, minus ``N_i ∪ {i}``)::
+
+      P̂_i(z) = (1/(n−1)) Σ_{j∈N_i} q_j(z) + (|T_i|/(n−1)) · mean_{j∈S_i} q_j(z)
+
+  ``E[P̂_i(z)] = P_{−i}(z)`` whatever the lists (a uniform sample's mean is unbiased for
+  the tail's mean), so every training point's component takes part, with probability
+  one through ``N_i`` or at random through ``S_i``; good lists only lower the variance.
+  ``y`` is enumerated over ``K`` per-point slots (each point's own list) followed by the
+  shared sample, with per-point weights as the Categorical's logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from pyro_vae.models.gae.cache import ExemplarBank
+from pyro_vae.models.gae.distribution import ExemplarNormal
+from pyro_vae.models.gae.kernels import take
+
+ESTIMATORS = ("knn", "exact", "random")
+#: Random exemplars (besides the minibatch) offered to each step's neighbour-list update.
+EXPLORE = 100
+
+
+@dataclass
+class ExemplarPool:
+    """The components one training call enumerates, and each row's weights over them.
+
+    ``y`` ranges over ``K`` per-row components (``near (B, K)``: training-set positions,
+    e.g. each point's neighbour list; ``K = 0`` when ``near`` is None) followed by ``P``
+    shared ones (``rows (P,)``). ``logits (B, K + P)``: row ``b``'s log prior weight of each
+    (``−inf`` outside its support), each row normalised. Re-encoded with gradients: the
+    ``near_fresh`` leading near columns, the shared positions ``fresh``, and the
+    minibatch's own rows at shared positions ``batch_pos`` (from the guide's pass).
+    """
+
+    rows: torch.Tensor
+    logits: torch.Tensor
+    near: Optional[torch.Tensor] = None
+    near_fresh: int = 0
+    batch_pos: Optional[torch.Tensor] = None
+    fresh: Optional[torch.Tensor] = None
+    explore: Optional[torch.Tensor] = None  # candidates for the neighbour-list update
+
+    @property
+    def num_near(self) -> int:
+        return 0 if self.near is None else self.near.shape[1]
+
+
+@dataclass
+class PoolStats:
+    """A pool's components as kernel features: shared ``(w (P, 2D), c (P,))`` and per-row
+    ``(w (B, K, 2D), c (B, K))`` (:func:`~pyro_vae.models.gae.kernels.component_features`)."""
+
+    features: tuple[torch.Tensor, torch.Tensor]
+    near_features: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def distribution(self, y: torch.Tensor, support: Optional[torch.Tensor] = None) -> ExemplarNormal:
+        return ExemplarNormal(None, None, y, features=self.features, row_features=self.near_features,
+                              support=support)
+
+    def log_prob_table(self, z: torch.Tensor) -> torch.Tensor:
+        """``(..., B, K + P)``: ``log k_j(z_b)`` for every component of the pool, for one
+        or several ``z (..., B, D)`` per row."""
+        d = self.distribution(torch.zeros(z.shape[-2], dtype=torch.long, device=z.device))
+        return d._outer(z, torch.arange(d.support_size, device=z.device))
+
+
+def uniform_logits(rows: torch.Tensor, index: torch.Tensor, leave_one_out: bool) -> torch.Tensor:
+    """Uniform weights over the pool ``rows``, minus each row's own component under leave-one-out."""
+    logits = torch.zeros(len(index), len(rows), device=rows.device)
+    if leave_one_out:
+        logits = logits.masked_fill(rows.unsqueeze(0) == index.unsqueeze(1), -math.inf)
+    if bool(torch.isinf(logits).all(-1).any()):
+        raise ValueError("a training point's pool holds only its own component: enlarge the pool")
+    return logits - logits.logsumexp(-1, keepdim=True)
+
+
+class Exact:
+    """All ``n`` components, freshly encoded with gradients."""
+
+    name = "exact"
+    uses_cache = False
+
+    def make_pool(self, index: torch.Tensor, bank: ExemplarBank, leave_one_out: bool) -> ExemplarPool:
+        rows = torch.arange(bank.num, device=index.device)
+        return ExemplarPool(rows, uniform_logits(rows, index, leave_one_out), batch_pos=index, fresh=rows)
+
+
+class Random:
+    """``tail`` exemplars drawn uniformly per step, freshly encoded, uniform weights."""
+
+    name = "random"
+    uses_cache = False
+
+    def __init__(self, tail: int):
+        self.tail = tail
+
+    def make_pool(self, index: torch.Tensor, bank: ExemplarBank, leave_one_out: bool) -> ExemplarPool:
+        n = bank.num
+        rows = torch.randperm(n, device=index.device)[: max(1, min(self.tail, n))].sort().values
+        fresh = torch.arange(len(rows), device=index.device)
+        return ExemplarPool(rows, uniform_logits(rows, index, leave_one_out), fresh=fresh)
+
+
+class KNN:
+    """Listed neighbours exactly, the rest of the mixture through a uniform sample (the
+    module docstring); ``fresh`` nearest neighbours re-encoded with gradients."""
+
+    name = "knn"
+    uses_cache = True
+
+    def __init__(self, tail: int, fresh: int = 0):
+        self.tail, self.fresh = tail, fresh
+
+    def make_pool(self, index: torch.Tensor, bank: ExemplarBank, leave_one_out: bool) -> ExemplarPool:
+        n, batch, device = bank.num, len(index), index.device
+        lists = take(bank.neighbours, index)  # (B, K): distinct, never the point itself
+        k = lists.shape[1]
+        sample = torch.arange(n, device=device) if self.tail >= n else torch.randint(0, n, (self.tail,), device=device)
+        rows = torch.unique(torch.cat([index, sample]))  # sorted
+        size = len(rows)
+        batch_pos = torch.searchsorted(rows, index)
+        # shared rows that are in a point's list already count in its near stratum
+        pos = torch.searchsorted(rows, lists).clamp(max=size - 1)
+        pos = torch.where(rows[pos] == lists, pos, size)
+        listed = torch.zeros(batch, size + 1, dtype=torch.bool, device=device).scatter_(1, pos, True)[:, :size]
+        own = torch.zeros(batch, size, dtype=torch.bool, device=device)
+        own[torch.arange(batch, device=device), batch_pos] = True
+        tail = ~listed & ~own  # the rest of the shared rows: a uniform sample of the tail
+        others = n - 1 if leave_one_out else n
+        num_near = k + (not leave_one_out)  # without leave-one-out the own component joins
+        num_tail = tail.sum(-1, keepdim=True).float()
+        tail_mass = (others - num_near) / others
+        # with no tail sample (tiny n) the near stratum takes all the mass
+        near_w = torch.where(num_tail > 0, 1.0 / others, 1.0 / max(num_near, 1))
+        tail_w = tail_mass / num_tail.clamp(min=1)
+        shared = torch.where(tail, tail_w.log(), -math.inf)
+        if not leave_one_out:
+            shared = torch.where(own, near_w.log(), shared)
+        logits = torch.cat([near_w.log().expand(batch, k), shared], -1)
+        explore = torch.cat([index, sample[:EXPLORE]])
+        return ExemplarPool(rows, logits, near=lists, near_fresh=min(self.fresh, k), batch_pos=batch_pos,
+                            explore=explore)
+
+
+def make_estimator(name: str, tail: int = 300, fresh: int = 0):
+    """The estimator called ``name`` (one of :data:`ESTIMATORS`)."""
+    if name == "exact":
+        return Exact()
+    if name == "random":
+        return Random(tail)
+    if name == "knn":
+        return KNN(tail, fresh)
+    raise ValueError(f"unknown exemplar estimator {name!r}: choose one of {list(ESTIMATORS)}")

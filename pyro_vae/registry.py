@@ -1,0 +1,182 @@
+"""The one place that maps ``[model] name`` to a model family and ``[inference] name`` to
+an inference algorithm.
+
+A **family** (:class:`Family`) declares its config dataclass (which ``[model]`` keys it
+takes), how it builds a module for a data set, its capabilities
+(:class:`~pyro_vae.capabilities.Capabilities`) and, where its training needs terms or
+state of its own, the objective SVI ascends for it. An **algorithm** (:class:`Algorithm`)
+declares its config dataclass, its builder and the capabilities it needs: a family the
+algorithm cannot train is refused by comparing the two declarations, before anything is
+built. Adding a family or an algorithm is an entry here (see ``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from torch import nn
+
+from pyro_vae.capabilities import Capabilities, capabilities_of
+from pyro_vae.errors import ConfigError
+from pyro_vae.inference import (
+    IWAE,
+    MCEM,
+    RWS,
+    SVI,
+    VIMCO,
+    IWAEConfig,
+    MCEMConfig,
+    RWSConfig,
+    SVIConfig,
+    VIMCOConfig,
+    WakeSleep,
+    WakeSleepConfig,
+)
+from pyro_vae.models import gae, vae
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: ``build(config, data) -> module``; ``objective(config, module,
+    num_particles) -> Objective`` is what ``[inference] elbo = "auto"`` trains it with
+    (None: a Pyro ELBO)."""
+
+    config: type
+    build: Callable
+    capabilities: Capabilities
+    model_class: type
+    objective: Optional[Callable] = None
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """An inference algorithm: ``build(config, module, family) -> Inference``; ``requires``
+    maps :class:`~pyro_vae.capabilities.Capabilities` fields to the values it needs."""
+
+    config: type
+    build: Callable
+    requires: dict = field(default_factory=dict)
+
+
+LATENT_VARIABLE = Capabilities(has_guide=True)
+
+FAMILIES: dict[str, Family] = {
+    "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE),
+    "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True,
+                                                         latent_sites=("y", "z")),
+                  gae.GAE, objective=gae.objective),
+}
+
+
+def _svi(config, module: nn.Module, family: Optional[Family]) -> SVI:
+    inf, opt = config.inference, config.optim
+    elbo = inf.elbo
+    if family is not None and family.objective is not None:
+        if elbo != "auto":
+            raise ConfigError(
+                f"[inference] elbo = {elbo!r} would train the {config.model.name!r} model's story without its "
+                "own training terms (its estimator and penalty): use elbo = \"auto\"")
+        elbo = family.objective(config, module, num_particles=inf.num_particles)
+    elif elbo == "auto":
+        caps = capabilities_of(module)
+        # compiled where it can be: a warm-up changes the weight a traced ELBO holds fixed
+        elbo = "trace_enum" if caps.enumerated_latents else "meanfield" if inf.warmup_epochs else "jit_meanfield"
+    return SVI(module, elbo, inf.num_particles, opt.name, opt.lr, inf.kl_weight, inf.warmup_epochs)
+
+
+def _wake_sleep(config, module, family) -> WakeSleep:
+    return WakeSleep(module, config.optim.name, config.optim.lr, sleep_batch_size=config.inference.sleep_batch_size)
+
+
+def _rws(config, module, family) -> RWS:
+    inf, opt = config.inference, config.optim
+    return RWS(module, inf.num_particles, inf.insomnia, opt.name, opt.lr)
+
+
+def _mcem(config, module, family) -> MCEM:
+    inf, opt = config.inference, config.optim
+    return MCEM(module, opt.name, opt.lr, hmc_steps=inf.hmc_steps, leapfrog_steps=inf.hmc_leapfrog_steps,
+                step_size=inf.hmc_step_size, target_accept=inf.target_accept, num_chains=inf.num_chains,
+                m_steps=inf.m_steps, fit_guide=inf.fit_guide, backend=inf.hmc_backend)
+
+
+def _iwae(config, module, family) -> IWAE:
+    return IWAE(module, config.inference.num_particles, config.optim.name, config.optim.lr)
+
+
+def _vimco(config, module, family) -> VIMCO:
+    return VIMCO(module, config.inference.num_particles, config.optim.name, config.optim.lr)
+
+
+def _em(config, module, family) -> gae.EM:
+    if family is None or family.objective is None:
+        raise ConfigError("[inference] name = \"em\" fits a model with an exemplar prior: use [model] name = \"gae\"")
+    inf = config.inference
+    return gae.EM(module, family.objective(config, module, deferred=False), config.optim.name, config.optim.lr,
+                  m_steps=inf.m_steps, num_samples=inf.num_samples)
+
+
+_SAMPLED = {"has_guide": True, "enumerated_latents": False}
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "svi": Algorithm(SVIConfig, _svi, {"has_guide": True}),
+    "wake_sleep": Algorithm(WakeSleepConfig, _wake_sleep, _SAMPLED),
+    "rws": Algorithm(RWSConfig, _rws, _SAMPLED),
+    "mcem": Algorithm(MCEMConfig, _mcem, _SAMPLED),
+    "iwae": Algorithm(IWAEConfig, _iwae, _SAMPLED),
+    "vimco": Algorithm(VIMCOConfig, _vimco, _SAMPLED),
+    "em": Algorithm(gae.EMConfig, _em, {"has_guide": True, "enumerated_latents": True}),
+}
+
+
+def check_compatible(capabilities: Capabilities, algorithm: str, what: str) -> None:
+    """A :class:`ConfigError` when ``algorithm`` needs capabilities ``what`` lacks."""
+    missing = {k: v for k, v in ALGORITHMS[algorithm].requires.items() if getattr(capabilities, k) != v}
+    if not missing:
+        return
+    why = {("has_guide", True): "a guide to propose latents",
+           ("enumerated_latents", False): "every latent sampled (no enumerated discrete latents, "
+                                          "which only \"svi\" and \"em\" sum out)",
+           ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)"}
+    needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
+    raise ConfigError(f"[inference] name = {algorithm!r} cannot train {what}: it needs {needs}")
+
+
+def build_model(config, data) -> nn.Module:
+    """The module ``[model]`` declares, for ``data`` (a :class:`~pyro_vae.data.DataSplits`)."""
+    family = FAMILIES[config.model.name]
+    if config.model.z_dim < 1:
+        raise ConfigError(f"[model] z_dim must be >= 1, got {config.model.z_dim}")
+    try:
+        return family.build(config, data)
+    except ValueError as e:
+        raise ConfigError(f"[model]/[guide]: {e}") from None
+
+
+def build_inference(config, module: nn.Module) -> object:
+    """The algorithm ``[inference]`` declares, on ``module``."""
+    name = config.inference.name
+    family = FAMILIES.get(config.model.name)
+    if family is not None and type(module) is not family.model_class:
+        family = family_of(module)
+    caps = family.capabilities if family is not None else capabilities_of(module)
+    check_compatible(caps, name, f"[model] name = {config.model.name!r}" if family else type(module).__name__)
+    try:
+        return ALGORITHMS[name].build(config, module, family)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"[inference]/[optim]: {e}") from None
+
+
+def family_of(module: nn.Module) -> Optional[Family]:
+    """The family whose model class ``module`` is an instance of (exactly), if any."""
+    for family in FAMILIES.values():
+        if type(module) is family.model_class:
+            return family
+    return None
+
+
+__all__ = ["ALGORITHMS", "FAMILIES", "Algorithm", "Family", "build_inference", "build_model", "check_compatible",
+           "family_of"]
