@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.svi import SVIConfig
+from pyro_vae.loop import BudgetConfig
 from pyro_vae.models.vae.config import VAEConfig
 from pyro_vae.registry import ALGORITHMS, FAMILIES
 
@@ -70,24 +71,6 @@ class OptimConfig:
     #: "adam" or "adagrad" (the AEVB paper's); one optimizer per parameter role.
     name: str = "adam"
     lr: float = 1e-3
-
-
-@dataclass
-class BudgetConfig:
-    epochs: int = 100
-    #: Stop after this many epochs without a better ``monitor`` (None: never).
-    patience: Optional[int] = None
-    #: Stop after the first epoch that ends past this wall time (None: no limit).
-    max_minutes: Optional[float] = None
-    #: Learning-rate decay on a plateau: when ``patience`` runs out, restart from the best
-    #: parameters with every learning rate times ``lr_decay_factor``, up to this many
-    #: times; the plateau after the last decay stops the run.
-    lr_decays: int = 0
-    lr_decay_factor: float = 0.1
-    #: The logged figure (a log.csv column) that early stopping and the best parameters
-    #: follow, and whether higher ("max") or lower ("min") is better.
-    monitor: str = "valid_elbo"
-    monitor_mode: str = "max"
 
 
 @dataclass

@@ -29,7 +29,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyro_vae import distributed
-from pyro_vae.config import BudgetConfig
 from pyro_vae.data import DataSplits
 
 #: The reasons a run stops that a later call with a larger budget trains on from.
@@ -85,6 +84,27 @@ class RunStore(Protocol):
     def kept(self, state: TrainState) -> str: ...
 
 
+@dataclass
+class BudgetConfig:
+    """The ``[budget]`` section: how long the loop trains and which figure it follows."""
+
+    epochs: int = 100
+    #: Stop after this many epochs without a better ``monitor`` (None: never).
+    patience: Optional[int] = None
+    #: Stop after the first epoch that ends past this wall time (None: no limit).
+    max_minutes: Optional[float] = None
+    #: Learning-rate decay on a plateau: when ``patience`` runs out, restart from the best
+    #: parameters with every learning rate times ``lr_decay_factor``, up to this many
+    #: times; the plateau after the last decay stops the run.
+    lr_decays: int = 0
+    lr_decay_factor: float = 0.1
+    #: The logged figure (a log.csv column) that early stopping and the best parameters
+    #: follow, and whether higher ("max") or lower ("min") is better; "none": neither
+    #: (the run ends with its latest parameters).
+    monitor: str = "valid_elbo"
+    monitor_mode: str = "max"
+
+
 class Loop:
     """Train ``inference`` (bound to ``module``) on ``data``.
 
@@ -93,7 +113,7 @@ class Loop:
         inference: an :class:`~pyro_vae.inference.base.Inference` on ``module``.
         data: the splits; the loop steps on ``train`` and validates on ``valid``.
         batch_size: the global minibatch size.
-        budget: a :class:`~pyro_vae.config.BudgetConfig`: epochs, patience, time,
+        budget: a :class:`BudgetConfig` (the ``[budget]`` section): epochs, patience, time,
             learning-rate decays and the monitored figure.
         seed: with the epoch, fixes the order of the batches (and their dynamic binarization).
         store: where checkpoints and the log go (None: nowhere, nothing resumes).
@@ -216,7 +236,7 @@ class Loop:
         a better value; act on a plateau. A monitored validation figure is only there
         when there is validation data."""
         state, budget = self.state, self.budget
-        score = row.get(budget.monitor)
+        score = None if budget.monitor == "none" else row.get(budget.monitor)
         if score is None:
             return
         better = state.best_score is None or (score > state.best_score if budget.monitor_mode == "max"

@@ -115,7 +115,7 @@ def _check_budget(budget: BudgetConfig) -> None:
 
 def _check_monitor(budget: BudgetConfig, inference) -> None:
     columns = [f"train_{f}" for f in inference.figures] + [f"valid_{f}" for f in inference.valid_figures]
-    if budget.monitor not in columns:
+    if budget.monitor not in columns + ["none"]:
         raise ConfigError(f"[budget] monitor = {budget.monitor!r} is not a figure this algorithm logs: "
                           f"choose one of {columns}")
 

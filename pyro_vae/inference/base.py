@@ -24,11 +24,14 @@ from typing import Optional, Protocol
 import pyro
 import pyro.infer
 import torch
+from pyro import poutine
+from torch import nn
 
 from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.annealing import scale_latents
 from pyro_vae.plates import module_registration_skipped
+from pyro_vae.traces import preserved_rng
 
 
 class Inference(Protocol):
@@ -79,8 +82,8 @@ class PyroELBO:
     from the param store by name, so they keep them.
     """
 
-    def __init__(self, elbo: pyro.infer.ELBO, model, guide, make_copy=None):
-        self.elbo, self.model, self.guide = elbo, model, guide
+    def __init__(self, elbo: pyro.infer.ELBO, model, guide, make_copy=None, module: Optional[nn.Module] = None):
+        self.elbo, self.model, self.guide, self.module = elbo, model, guide, module
         self.jit = isinstance(elbo, (pyro.infer.JitTrace_ELBO, pyro.infer.JitTraceMeanField_ELBO,
                                      pyro.infer.JitTraceEnum_ELBO))
         # A compiled ELBO is traced for one batch shape (sizes become constants in the
@@ -90,6 +93,8 @@ class PyroELBO:
         self._validated = False
 
     def differentiable_loss(self, x, index, num_data, beta: float = 1.0) -> torch.Tensor:
+        if self.jit and not self._validated and self.module is not None:
+            _claim_param_store(self.module, self.model, self.guide, x, index, num_data)
         weighted = scale_latents(beta) if beta != 1.0 else contextlib.nullcontext()
         with self._fast_path(), weighted:
             # index is positional: the JIT keys its cache on keyword values, not on tensors.
@@ -122,6 +127,22 @@ class PyroELBO:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+@torch.no_grad()
+def _claim_param_store(module: nn.Module, model, guide, *args) -> None:
+    """Drop the param-store entries that ``model`` and ``guide`` would read under their
+    names but that are not ``module``'s parameters: a JIT ELBO passes the stored tensors
+    to its compiled code, so an entry an earlier model of the same names left there
+    would take the gradients instead of this module's parameter."""
+    owned = {id(p) for p in module.parameters()}
+    store = pyro.get_param_store()
+    with poutine.block(), preserved_rng():
+        for fn in (model, guide):
+            tr = poutine.trace(fn, param_only=True).get_trace(*args)
+            for name, site in tr.nodes.items():
+                if site["type"] == "param" and id(site["value"]) not in owned and name in store:
+                    del store[name]
 
 
 def _differentiable_loss(elbo: pyro.infer.ELBO, model, guide, *args, **kwargs) -> torch.Tensor:

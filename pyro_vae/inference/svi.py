@@ -140,7 +140,7 @@ class SVI:
             # and ``module.model`` makes a new bound-method object at every access.
             model, guide = module.model, module.guide
             self.objective = PyroELBO(make_elbo(elbo, num_particles), model, guide,
-                                      make_copy=lambda: make_elbo(elbo, num_particles))
+                                      make_copy=lambda: make_elbo(elbo, num_particles), module=module)
         else:
             self.objective = elbo
         self.optimizers = RoleOptimizers(optimizer, lr, {"all": module.parameters()})
@@ -148,7 +148,7 @@ class SVI:
     @property
     def elbo(self):
         """The estimator: a Pyro ELBO, or the family's own objective."""
-        return getattr(self.objective, "elbo", self.objective)
+        return self.objective.elbo if isinstance(self.objective, PyroELBO) else self.objective
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

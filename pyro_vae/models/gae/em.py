@@ -24,14 +24,17 @@ here too; cached components are constants of the M-step (no deferred gradients).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
+from pyro_vae.data import DataSplits
 from pyro_vae.evaluation.elbo import evaluate_elbo
 from pyro_vae.inference.optim import RoleOptimizers
+from pyro_vae.loop import BudgetConfig, Loop
 from pyro_vae.models.gae.objective import ExemplarELBO
 from pyro_vae.models.gae.prior import using_pool
 from pyro_vae.plates import data_plate
@@ -132,3 +135,23 @@ class EM:
     def load_state_dict(self, state: dict) -> None:
         self.optimizers.load_state_dict(state["optimizers"])
         self.objective.load_state_dict(state["objective"])
+
+
+def fit_em(gae, epochs: int = 1, batch_size: int = 100, lr: float = 1e-3, m_steps: int = 1, num_samples: int = 1,
+           optimizer: str = "adam", objective: Optional[ExemplarELBO] = None, seed: int = 0,
+           progress: bool = False) -> list[dict]:
+    """Fit ``gae`` by :class:`EM` over minibatches of its training set ``gae.exemplars``,
+    through the package's training loop (:class:`~pyro_vae.loop.Loop`, no run directory).
+
+    ``objective`` supplies the estimator (default: the exact mixture). Returns the loop's
+    rows, one per epoch, with ``"train_em_bound"``; the model keeps its final parameters.
+    """
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    objective = objective or ExemplarELBO(gae, "exact", deferred=False)
+    em = EM(gae, objective, optimizer, lr, m_steps=m_steps, num_samples=num_samples)
+    x = gae.exemplars
+    data = DataSplits("exemplars", x, x[:0], x[:0], tuple(x.shape[1:]))
+    budget = BudgetConfig(epochs=epochs, monitor="none")
+    return Loop(gae, em, data, batch_size, budget, seed=seed, progress=progress).run().history

@@ -1,34 +1,17 @@
-"""Small models for the inference tests: a conjugate linear-Gaussian model (known
-posterior and evidence), a model with discrete latents (for VIMCO and the refusals), a
-VAE that records how it was called, and fixtures shared by the test files."""
+"""Small models for the tests: a conjugate linear-Gaussian model (known posterior and
+evidence), a model with discrete latents (for VIMCO and the refusals), a VAE that records
+how it was called, and helpers to step and compare parameters."""
 
 from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
-import pytest
 import torch
 from pyro import poutine
 from torch import nn
 
-from pyro_vae.data import load_dataset
-from pyro_vae.models.vae import VAE
+from pyro_vae.models import VAE
 from pyro_vae.plates import data_plate
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests time nothing, but a contended 2-thread pool is several times slower
-    for small networks than one thread; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", binarize="static")
 
 
 def _n(x, num_data):
