@@ -199,16 +199,19 @@ GAE_WORKER = textwrap.dedent("""
     import functools, json, sys, torch
     from pyro_vae import distributed
     from pyro_vae.config import Config
-    from pyro_vae.models.gae import GAE
-    from pyro_vae.train import _loader, build
+    from pyro_vae.models.gae import ExemplarELBO
+    from pyro_vae.train import build
 
-    GAE.__init__ = functools.partialmethod(GAE.__init__, improve=True)  # lists gathered too
+    ExemplarELBO.__init__ = functools.partialmethod(ExemplarELBO.__init__, improve=True)  # lists gathered too
     out, overrides, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
     distributed.init()
     exp = build(Config().with_overrides(overrides))
-    gae, n, batch = exp.module, len(exp.data.train), exp.config.data.batch_size
+    gae, objective = exp.module, exp.inference.objective
+    n, batch = len(exp.data.train), exp.config.data.batch_size
+    loader = exp.data.loader("train", batch, shuffle=True, seed=exp.config.seed, drop_last=True,
+                             rank=distributed.rank(), world_size=distributed.world_size())
     sync, worst, cleared = distributed.GradientSync(), 0.0, True
-    for i, (x, index) in enumerate(_loader(exp, 0)):
+    for i, (x, index) in enumerate(loader):
         if i == steps:
             break
         rows = distributed.all_gather_rows(index)  # the global batch
@@ -216,10 +219,10 @@ GAE_WORKER = textwrap.dedent("""
             loc, scale = gae.guide.encoder(distributed.all_gather_rows(x))
         with sync.step(len(x) / batch):
             exp.inference.step(x, index, n)
-        worst = max(worst, float((gae.bank.loc[rows] - loc).abs().max()),
-                    float((gae.bank.scale[rows] - scale).abs().max()))
-        cleared = cleared and not any(bool(t[rows].any()) for t in gae.bank.deferred_tables)
-    state = gae.state_dict()  # collects the last step's deferred gradients, on every rank
+        worst = max(worst, float((objective.bank.loc[rows] - loc).abs().max()),
+                    float((objective.bank.scale[rows] - scale).abs().max()))
+        cleared = cleared and not any(bool(t[rows].any()) for t in objective.bank.deferred_tables)
+    state = objective.state_dict()  # collects the last step's deferred gradients, on every rank
     torch.save({"bank": {k: v for k, v in state.items() if k.startswith("bank.")},
                 "worst": worst, "cleared": cleared, "index": index}, f"{out}/rank{distributed.rank()}.pt")
     distributed.shutdown(barrier=True)
@@ -232,8 +235,8 @@ def test_every_gae_process_keeps_the_cache_of_all_training_points(tmp_path, band
     statistics of the whole global batch (the other rank's rows too), the deferred
     gradients applied in the step are cleared for all of it, and the cache, neighbour
     lists and deferred gradients are bit-identical on both ranks."""
-    overrides = FAST + ["model.name=gae", "model.exemplar_neighbours=8", "model.exemplar_fresh=2",
-                        "data.batch_size=50", "data.binarize=static", f"model.exemplar_bandwidth={bandwidth}"]
+    overrides = FAST + ["model.name=gae", "model.neighbours=8", "model.fresh=2",
+                        "data.batch_size=50", "data.binarize=static", f"model.bandwidth={bandwidth}"]
     ranks = run_two_ranks(tmp_path, GAE_WORKER, json.dumps(overrides), 6)
     assert not set(ranks[0]["index"].tolist()) & set(ranks[1]["index"].tolist())  # disjoint shards
     for r in ranks:
@@ -252,23 +255,23 @@ ONE_VALID_ROW_WORKER = textwrap.dedent("""
     out, overrides = sys.argv[1], json.loads(sys.argv[2])
     real_build = loop.build
 
-    def build(config):  # a validation set of one row: rank 1 has none of it
-        exp = real_build(config)
+    def build(config, device=None):  # a validation set of one row: rank 1 has none of it
+        exp = real_build(config, device)
         exp.data = dataclasses.replace(exp.data, valid=exp.data.valid[:1], valid_labels=exp.data.valid_labels[:1])
         return exp
 
     loop.build = build
     exp, state = loop.train(Config().with_overrides(overrides), f"{out}/run", progress=False)
-    bank = {k: v for k, v in exp.module.state_dict().items() if k.startswith("bank.")}
+    bank = {k: v for k, v in exp.inference.objective.state_dict().items() if k.startswith("bank.")}
     torch.save({"bank": bank, "history": state.history}, f"{out}/rank{distributed.rank()}.pt")
     distributed.shutdown(barrier=True)
 """)
 
 
 def test_gae_caches_agree_when_a_process_has_no_validation_rows(tmp_path):
-    """A validation set smaller than the number of processes: the rank without rows
-    still re-encodes the GAE's cache at the epoch's end, as the rank with them does."""
-    overrides = FAST + ["model.name=gae", "model.exemplar_neighbours=8", "data.binarize=static",
+    """A validation set smaller than the number of processes: the rank without rows keeps
+    the same GAE cache (re-encoded at each epoch's start) and log as the rank with them."""
+    overrides = FAST + ["model.name=gae", "model.neighbours=8", "data.binarize=static",
                         "budget.epochs=2"]
     ranks = run_two_ranks(tmp_path, ONE_VALID_ROW_WORKER, json.dumps(overrides))
     assert tensors_equal(ranks[0]["bank"], ranks[1]["bank"]) == ""
@@ -311,6 +314,7 @@ ALGORITHMS = {  # every gradient-based algorithm but svi (above), on 1 epoch of 
     "iwae": ["inference.num_particles=2"],
     "vimco": ["inference.num_particles=2"],
     "mcem": ["inference.m_steps=2"],  # m_steps optimizer steps a batch
+    "em": ["model.name=gae", "model.neighbours=8", "inference.m_steps=2"],  # the GAE's cache gathered too
 }
 
 
@@ -329,14 +333,15 @@ def tensors_equal(a, b, where=""):
 
 
 def test_every_gradient_based_algorithm_trains_data_parallel(tmp_path):
-    """Wake-sleep, RWS, IWAE, VIMCO and MCEM under 2 processes: the replicas stay bit-identical
+    """Wake-sleep, RWS, IWAE, VIMCO, MCEM and EM under 2 processes: the replicas stay bit-identical
     (the gradients of every optimizer step were synchronized) and they learn. Then a NaN
     batch on rank 1 alone: the summed gradient is NaN on both ranks, so both raise
     TrainingDiverged at that step, before the update; neither waits for a timeout."""
-    from pyro_vae.inference import INFERENCE
+    from pyro_vae.registry import ALGORITHMS as REGISTERED
 
-    assert set(ALGORITHMS) | {"svi"} == set(INFERENCE), "a new algorithm: add it here"
+    assert set(ALGORITHMS) | {"svi"} == set(REGISTERED), "a new algorithm: add it here"
     runs = {name: FAST + [f"inference.name={name}", "budget.epochs=1", *extra] for name, extra in ALGORITHMS.items()}
+    runs["em"] += ["budget.monitor=train_em_bound"]
     runs["svi_nan"] = FAST + ["budget.epochs=3"]  # 12 steps an epoch: a NaN at step 15
     ranks = run_two_ranks(tmp_path, ALGORITHMS_WORKER, json.dumps(runs), 15)
     local_state = set()
@@ -414,17 +419,17 @@ def test_a_lost_worker_fails_the_run_cleanly_and_keeps_the_checkpoint(tmp_path, 
 def test_cli_nproc_resumes_a_single_process_run_under_torchrun(tmp_path, monkeypatch):
     """A run interrupted in one process goes on with ``--nproc 2`` (torchrun): rank 0
     alone prints and writes, the log goes on from the checkpoint's epoch."""
-    import pyro_vae.train as train_module
+    from pyro_vae.loop import Loop
 
-    run_dir, saves, real_save = tmp_path / "run", [], train_module._save
+    run_dir, saves, real_save = tmp_path / "run", [], Loop._save
 
-    def save_then_stop(*args):
-        real_save(*args)
+    def save_then_stop(self):
+        real_save(self)
         saves.append(1)
         if len(saves) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_save", save_then_stop)
+    monkeypatch.setattr(Loop, "_save", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         train(config("budget.epochs=4"), run_dir, progress=False)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}

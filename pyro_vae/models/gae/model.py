@@ -17,7 +17,6 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, infer_discrete
 from torch import nn
 
-from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
 from pyro_vae.models.gae.kernels import MAX_ELEMENTS
 from pyro_vae.models.gae.prior import ExemplarPrior
 from pyro_vae.models.vae.model import VAE
@@ -52,14 +51,13 @@ class GAE(VAE):
             shape = tuple(exemplars.shape) if torch.is_tensor(exemplars) else type(exemplars).__name__
             raise ValueError(f"exemplars must be an (n, *event_shape) tensor of training points, got {shape}")
         event_shape = tuple(exemplars.shape[1:])
-        guide = guide or DiagonalNormalGuide(GaussianEncoder(event_shape, z_dim, hidden, activation, network))
-        encoder = guide.encoder
+        super().__init__(event_shape, z_dim, hidden, activation, likelihood, guide=guide, network=network)
+        encoder = self.guide.encoder
         if encoder.z_dim != z_dim or tuple(encoder.event_shape) != event_shape:
             raise ValueError(f"the guide's encoder maps {encoder.event_shape} -> {encoder.z_dim} but the "
                              f"exemplars have event shape {event_shape} and z_dim is {z_dim}")
-        prior = ExemplarPrior(exemplars, encoder, bandwidth, leave_one_out, max_enumerated)
-        super().__init__(event_shape, z_dim, hidden, activation, likelihood, guide=guide, prior=prior,
-                         network=network)
+        # The prior reads the guide's encoder, so it comes after it (the VAE's N(0, I) gives way).
+        self.prior = ExemplarPrior(exemplars, encoder, bandwidth, leave_one_out, max_enumerated)
 
     @property
     def exemplars(self) -> torch.Tensor:
