@@ -19,6 +19,7 @@ training terms in an ELBO subclass so that model and guide stay plain.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Optional, Protocol
 
 import pyro
@@ -96,7 +97,10 @@ class PyroELBO:
         if self.jit and not self._validated and self.module is not None:
             _claim_param_store(self.module, self.model, self.guide, x, index, num_data)
         weighted = scale_latents(beta) if beta != 1.0 else contextlib.nullcontext()
-        with self._fast_path(), weighted:
+        with self._fast_path(), weighted, warnings.catch_warnings():
+            # torch 2.13 deprecates torch.jit.trace, which Pyro's JIT ELBOs compile with
+            # (once per batch shape); the pinned torch still runs it.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=DeprecationWarning)
             # index is positional: the JIT keys its cache on keyword values, not on tensors.
             loss = _differentiable_loss(self._for_shape(x), self.model, self.guide, x, index, num_data=num_data)
         self._validated = True
