@@ -30,7 +30,7 @@ PathLike = Union[str, Path]
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 
 __all__ = [
-    "tile_images", "image_grid", "reconstructions", "manifold", "latent_scatter", "elbo_curves",
+    "tile_images", "image_grid", "reconstructions", "manifold", "latent_scatter", "elbo_curves", "figure_curves",
     "samples_side_by_side", "latent_kde",
 ]
 
@@ -46,24 +46,30 @@ def _to_numpy(a: ArrayLike) -> np.ndarray:
     return np.asarray(a, dtype=float)
 
 
-def _image_shape(image_shape: Sequence[int]) -> tuple[int, int]:
+def _image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(C, H, W)`` from ``(H, W)`` (grey: C = 1) or ``(C, H, W)`` with C = 1 or 3 (RGB)."""
     shape = tuple(int(s) for s in image_shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"image_shape must be (height, width) of positive ints, got {tuple(image_shape)}")
+    if len(shape) == 2:
+        shape = (1,) + shape
+    if len(shape) != 3 or min(shape) < 1 or shape[0] not in (1, 3):
+        raise ValueError(f"image_shape must be (height, width) or (channels, height, width) of positive ints "
+                         f"with 1 (grey) or 3 (RGB) channels, got {tuple(image_shape)}")
     return shape
 
 
 def _as_images(images: ArrayLike, image_shape: Sequence[int], name: str = "images") -> np.ndarray:
-    """``images (n, D)`` or ``(n, H, W)`` -> a checked float array ``(n, H, W)`` in [0, 1]."""
-    h, w = _image_shape(image_shape)
+    """``images (n, D)``, ``(n, H, W)`` (grey) or ``(n, C, H, W)`` -> a checked float array
+    ``(n, H, W, C)`` in [0, 1]."""
+    c, h, w = _image_shape(image_shape)
     a = _to_numpy(images)
-    if a.ndim == 3 and a.shape[1:] == (h, w):
-        a = a.reshape(len(a), h * w)
+    if a.ndim >= 3 and (a.shape[1:] == (c, h, w) or (c == 1 and a.shape[1:] == (h, w))):
+        a = a.reshape(len(a), -1)
     if a.ndim != 2:
-        raise ValueError(f"{name} must be (n, D) with D = H*W, got shape {a.shape}")
-    if a.shape[1] != h * w:
+        raise ValueError(f"{name} must be (n, D) with D = C*H*W, or (n, C, H, W), got shape {a.shape}")
+    if a.shape[1] != c * h * w:
         raise ValueError(
-            f"{name} have D = {a.shape[1]} values per image but image_shape = {(h, w)} needs D = {h * w}"
+            f"{name} have D = {a.shape[1]} values per image but image_shape = {_shown((c, h, w))} "
+            f"needs D = {c * h * w}"
         )
     if len(a) == 0:
         raise ValueError(f"{name} is empty: no images to draw")
@@ -71,7 +77,20 @@ def _as_images(images: ArrayLike, image_shape: Sequence[int], name: str = "image
         raise ValueError(f"{name} contains NaN or infinite values")
     if a.min() < -1e-6 or a.max() > 1 + 1e-6:
         raise ValueError(f"{name} must lie in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}]")
-    return np.clip(a, 0.0, 1.0).reshape(-1, h, w)
+    return np.clip(a, 0.0, 1.0).reshape(-1, c, h, w).transpose(0, 2, 3, 1)
+
+
+def _shown(shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """An image shape as the caller most likely wrote it: ``(H, W)`` for grey."""
+    return shape[1:] if shape[0] == 1 else shape
+
+
+def _imshow(ax: Axes, mosaic: np.ndarray) -> None:
+    """A grey (2-D) or RGB (3-D) mosaic, 0 black and 1 white."""
+    if mosaic.ndim == 2:
+        ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(mosaic, interpolation="nearest")
 
 
 def _png_path(path: PathLike) -> Path:
@@ -90,12 +109,12 @@ def _figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
 def _image_figure(mosaic: np.ndarray, title: Optional[str]) -> tuple[Figure, Axes]:
     """One ``imshow`` of ``mosaic`` filling the figure, an integer number of screen pixels
     per mosaic pixel (about 600 px on the long side) so that tiles stay crisp."""
-    h, w = mosaic.shape
+    h, w = mosaic.shape[:2]
     scale = max(1, math.ceil(600 / max(h, w)))
     fig = Figure(figsize=(w * scale / _DPI, h * scale / _DPI), dpi=_DPI)
     FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    _imshow(ax, mosaic)
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -140,25 +159,27 @@ def tile_images(
     pad: int = 1,
     pad_value: float = 1.0,
 ) -> np.ndarray:
-    """Tile ``images (n, D)`` (or ``(n, H, W)``) into one mosaic array.
+    """Tile ``images (n, D)`` (or ``(n, H, W)``, or ``(n, C, H, W)``) into one mosaic array.
 
-    ``nrow`` is the number of images per row (as in ``torchvision.utils.make_grid``),
-    by default ``ceil(sqrt(n))``, and at most ``n``. Image ``k`` goes to tile row
-    ``k // nrow``, column ``k % nrow``. Tiles are separated by ``pad`` pixels of
-    ``pad_value`` (no outer border); tiles past the last image are filled with
-    ``pad_value``. Returns ``(rows*H + (rows-1)*pad, nrow*W + (nrow-1)*pad)``.
+    ``image_shape`` is ``(H, W)`` (grey) or ``(C, H, W)`` with C = 1 or 3 (RGB). ``nrow``
+    is the number of images per row (as in ``torchvision.utils.make_grid``), by default
+    ``ceil(sqrt(n))``, and at most ``n``. Image ``k`` goes to tile row ``k // nrow``,
+    column ``k % nrow``. Tiles are separated by ``pad`` pixels of ``pad_value`` (no outer
+    border); tiles past the last image are filled with ``pad_value``. Returns
+    ``(rows*H + (rows-1)*pad, nrow*W + (nrow-1)*pad)``, with a last dim of 3 for RGB.
     """
     imgs = _as_images(images, image_shape)
-    n, h, w = imgs.shape
+    n, h, w, c = imgs.shape
     ncol = min(n, nrow if nrow is not None else math.ceil(math.sqrt(n)))
     if ncol < 1:
         raise ValueError(f"nrow must be a positive int, got {nrow}")
     rows = math.ceil(n / ncol)
-    tiles = np.full((rows * ncol, h + pad, w + pad), float(pad_value))
+    tiles = np.full((rows * ncol, h + pad, w + pad, c), float(pad_value))
     tiles[:n, :h, :w] = imgs
-    mosaic = tiles.reshape(rows, ncol, h + pad, w + pad).transpose(0, 2, 1, 3)
-    mosaic = mosaic.reshape(rows * (h + pad), ncol * (w + pad))
-    return mosaic[: rows * (h + pad) - pad, : ncol * (w + pad) - pad]
+    mosaic = tiles.reshape(rows, ncol, h + pad, w + pad, c).transpose(0, 2, 1, 3, 4)
+    mosaic = mosaic.reshape(rows * (h + pad), ncol * (w + pad), c)
+    mosaic = mosaic[: rows * (h + pad) - pad, : ncol * (w + pad) - pad]
+    return mosaic[..., 0] if c == 1 else mosaic
 
 
 def image_grid(
@@ -168,7 +189,8 @@ def image_grid(
     nrow: Optional[int] = None,
     title: Optional[str] = None,
 ) -> Path:
-    """A grey-scale grid of ``images (n, D)`` in [0, 1], e.g. ``vae.sample(100)``.
+    """A grid of ``images (n, D)`` or ``(n, C, H, W)`` in [0, 1], e.g. ``vae.sample(100)``
+    (grey, or RGB for three channels).
 
     ``nrow`` images per row (default ``ceil(sqrt(n))``); see :func:`tile_images`.
     """
@@ -195,7 +217,7 @@ def reconstructions(
     k = min(n, len(x))
     if k < 1:
         raise ValueError(f"nothing to draw: n = {n}, batch size {len(x)}")
-    h, _ = _image_shape(image_shape)
+    _, h, _ = _image_shape(image_shape)
     mosaic = tile_images(np.concatenate([x[:k], x_rec[:k]]), image_shape, nrow=k)
     fig, ax = _image_figure(mosaic, title)
     ax.set_yticks([(h - 1) / 2, h + 1 + (h - 1) / 2], ["original", "reconstruction"])
@@ -243,8 +265,8 @@ def manifold(
     imgs = _as_images(out, image_shape, name="decode(z)")
     if len(imgs) != n * n:
         raise ValueError(f"decode(z) returned {len(imgs)} images for {n * n} latent points")
-    h, w = _image_shape(image_shape)
-    fig, ax = _image_figure(tile_images(imgs, image_shape, nrow=n), title)
+    _, h, w = _image_shape(image_shape)
+    fig, ax = _image_figure(tile_images(imgs.transpose(0, 3, 1, 2), image_shape, nrow=n), title)
     ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
     ax.set_xticks(ticks * (w + 1) + (w - 1) / 2, [f"{q[i]:.2f}" for i in ticks])
     ax.set_yticks(ticks * (h + 1) + (h - 1) / 2, [f"{q[n - 1 - i]:.2f}" for i in ticks])
@@ -337,6 +359,44 @@ def elbo_curves(
     return _save(fig, path)
 
 
+def figure_curves(
+    history: Sequence[Mapping],
+    path: PathLike,
+    x: str = "epoch",
+    title: Optional[str] = None,
+) -> Path:
+    """Every figure a training log holds, one panel each, against ``x``.
+
+    The figures are the ``train_<name>`` and ``valid_<name>`` columns of ``history``
+    (what the inference algorithm reported: ``elbo``, IWAE's ``iwae``, MCEM's
+    ``log_joint`` and ``accept_prob``, ...); a figure's train and validation values share
+    its panel. Missing, None or NaN values are skipped.
+    """
+    path = _png_path(path)
+    rows = list(history)
+    if not rows:
+        raise ValueError("history is empty: nothing to plot")
+    names = list(dict.fromkeys(k.split("_", 1)[1] for r in rows for k in r if k.startswith(("train_", "valid_"))))
+    if not names:
+        raise ValueError("history has no train_<figure> or valid_<figure> columns")
+    fig = Figure(figsize=(4.2 * len(names), 3.6), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, name in zip(fig.subplots(1, len(names), squeeze=False)[0], names):
+        for prefix, label in (("train", "train"), ("valid", "validation")):
+            pts = [(float(r[x]), float(r[f"{prefix}_{name}"])) for r in rows
+                   if r.get(x) is not None and r.get(f"{prefix}_{name}") is not None]
+            pts = [p for p in pts if np.isfinite(p[1])]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=label)
+        ax.set_title(name)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def samples_side_by_side(
     panels: Mapping[str, ArrayLike],
     image_shape: Sequence[int],
@@ -347,7 +407,7 @@ def samples_side_by_side(
     """Grids of samples of several models next to each other, e.g.
     ``{"GAE": gae.sample(100), "VAE": vae.sample(100)}``, each titled by its key.
 
-    Every value is ``(n, D)`` (or ``(n, H, W)``) in [0, 1]; ``nrow`` images per row in
+    Every value is ``(n, D)`` (or ``(n, H, W)``, ``(n, C, H, W)``) in [0, 1]; ``nrow`` images per row in
     each grid (default ``ceil(sqrt(n))``; see :func:`tile_images`).
     """
     path = _png_path(path)
@@ -361,7 +421,7 @@ def samples_side_by_side(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(mosaics), squeeze=False)[0]
     for ax, (name, mosaic) in zip(axes, mosaics.items()):
-        ax.imshow(mosaic, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        _imshow(ax, mosaic)
         ax.set_title(name)
         ax.set_axis_off()
     if title:

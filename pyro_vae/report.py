@@ -39,15 +39,18 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
 def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_samples: int = 100) -> list[Path]:
     """The figures the model's capabilities allow: samples (it can sample);
     reconstructions, the latent scatter and, for N_z = 2, the manifold (it has a guide);
-    the curves of every logged figure."""
+    the curves of every logged figure (``elbo.png``)."""
     out_dir, module, data, caps = Path(out_dir), exp.module, exp.data, exp.capabilities
-    paths = [plots.elbo_curves(history, out_dir / "elbo.png")] if history else []
+    paths = []
+    if history:
+        curves = plots.elbo_curves if _elbo_only(history) else plots.figure_curves
+        paths.append(curves(history, out_dir / "elbo.png"))
     if caps.has_guide:
         paths.append(plots.latent_scatter(module.encode(data.test), data.test_labels, out_dir / "latent.png",
                                           title="test set, posterior means"))
     if not data.is_image:  # the rest are pictures of data points
         return paths
-    shape, x = data.image_shape, data.test[:10]
+    shape, x = data.event_shape, data.test[:10]
     if caps.can_sample:
         paths.append(plots.image_grid(_flat(module.sample(num_samples)), shape, out_dir / "samples.png",
                                       title="samples"))
@@ -60,5 +63,10 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
 
 
 def _flat(images: torch.Tensor) -> torch.Tensor:
-    """``(n, *event_shape)`` grey images as rows ``(n, H·W)`` on the CPU, for the plots."""
+    """``(n, C, H, W)`` images as rows ``(n, C·H·W)`` on the CPU, for the plots."""
     return images.reshape(len(images), -1).cpu()
+
+
+def _elbo_only(history: list[dict]) -> bool:
+    """Whether the log's only figure is the ELBO (then the classic two-curve plot)."""
+    return {k for row in history for k in row if k.startswith(("train_", "valid_"))} <= {"train_elbo", "valid_elbo"}

@@ -274,3 +274,33 @@ def test_import_leaves_backend_alone_and_skips_pyplot():
         "assert 'matplotlib.pyplot' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_images_keep_their_channels_grey_or_rgb(tmp_path, figures):
+    """(n, 1, H, W) images draw as grey, (n, 3, H, W) as colour; a channel count other
+    than 1 or 3 is refused."""
+    grey = torch.rand(6, 1, 5, 4)
+    flat = plots.tile_images(grey.reshape(6, -1), (5, 4), nrow=3)
+    np.testing.assert_allclose(plots.tile_images(grey, (1, 5, 4), nrow=3), flat)
+    rgb = torch.rand(6, 3, 5, 4)
+    mosaic = plots.tile_images(rgb, (3, 5, 4), nrow=3)
+    assert mosaic.shape == (2 * 5 + 1, 3 * 4 + 2, 3)
+    np.testing.assert_allclose(mosaic[:5, :4], rgb[0].permute(1, 2, 0).numpy())  # image 0, HWC
+    np.testing.assert_allclose(mosaic[6:, 5:9], rgb[4].permute(1, 2, 0).numpy())  # image 4: row 1, col 1
+    plots.image_grid(rgb, (3, 5, 4), tmp_path / "rgb.png")
+    (im,) = figures[0].axes[0].get_images()
+    assert im.get_array().shape[-1] == 3 and _png(tmp_path / "rgb.png") is not None
+    with pytest.raises(ValueError, match=r"1 \(grey\) or 3 \(RGB\) channels"):
+        plots.tile_images(torch.rand(2, 2, 5, 4), (2, 5, 4))
+
+
+def test_figure_curves_draw_every_logged_figure(tmp_path, figures):
+    history = [{"epoch": 1, "train_elbo": -40.0, "train_accept_prob": 0.9, "valid_elbo": -41.0},
+               {"epoch": 2, "train_elbo": -35.0, "train_accept_prob": 0.8, "valid_elbo": None}]
+    plots.figure_curves(history, tmp_path / "c.png")
+    _png(tmp_path / "c.png")
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes] == ["elbo", "accept_prob"]
+    assert [len(ax.lines) for ax in axes] == [2, 1]  # elbo: train + validation; accept_prob: train
+    with pytest.raises(ValueError, match="no train_<figure>"):
+        plots.figure_curves([{"epoch": 1, "seconds": 2.0}], tmp_path / "x.png")
