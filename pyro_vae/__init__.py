@@ -3,5 +3,5 @@
 from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
 from pyro_vae.models import GAE, VAE
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["GAE", "VAE", "DiagonalNormalGuide", "GaussianEncoder"]

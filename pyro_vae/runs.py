@@ -63,11 +63,13 @@ class RunDirectory:
         """Whether the checkpoint was written by pyro-vae 0.1 (it names no release)."""
         return self.checkpoint_path.exists() and "release" not in checkpoint.load(self.checkpoint_path)
 
-    def load(self) -> Optional[dict]:
+    def load(self, resume: bool = True) -> Optional[dict]:
+        """The checkpoint on this store's device (None for a new run); ``resume=False``:
+        only the parameters and the loop's state are needed."""
         if not self.checkpoint_path.exists():
             return None
         return migrate_checkpoint(checkpoint.load(self.checkpoint_path, self.device), self.checkpoint_path,
-                                  self.config.inference.name)
+                                  self.config.inference.name, resume)
 
     def save(self, ckpt: dict, history: list[dict]) -> None:
         checkpoint.save({"release": __version__, **ckpt}, self.checkpoint_path)
@@ -115,26 +117,37 @@ def write_summary(run_dir: str | Path, summary: dict) -> Path:
 # ----------------------------------------------------------------------------- release 0.1
 
 
-def migrate_checkpoint(ckpt: dict, path: Path, algorithm: str) -> dict:
+def migrate_checkpoint(ckpt: dict, path: Path, algorithm: str, resume: bool = True) -> dict:
     """A checkpoint of this release's layout: as it is, or translated from pyro-vae 0.1's.
 
     0.1 kept the GAE's training cache in the module (``bank.*``) and its shared bandwidth
     at the top (``bandwidth.*``); each algorithm's optimizers under its own names; and the
     best validation ELBO as ``best_valid``. Here the cache belongs to the training
     objective, the bandwidth to the prior, optimizers are keyed by parameter role, and
-    the loop keeps the best value of the monitored figure.
+    the loop keeps the best value of the monitored figure. ``resume=False``: only the
+    parameters are needed (evaluation, sampling, plots), so an algorithm state that cannot
+    be translated is no obstacle.
     """
     if "release" in ckpt:
         return ckpt
-    module = dict(ckpt["module"])
+    module, bank = _legacy_module(ckpt["module"])
+    state = dict(ckpt["state"])
+    if state.get("best_module") is not None:
+        state["best_module"] = _legacy_module(state["best_module"])[0]
+    best = state.pop("best_valid", None)
+    state["best_score"] = None if best is None or best == -math.inf else best
+    inference = _legacy_inference(dict(ckpt["inference"]), bank, path, algorithm) if resume else None
+    return {**ckpt, "module": module, "inference": inference, "state": state, "release": LEGACY_RELEASE}
+
+
+def _legacy_module(state: dict) -> tuple[dict, dict]:
+    """A 0.1 module state without the GAE's cache (returned apart) and with its shared
+    bandwidth under the prior."""
+    module = dict(state)
     bank = {k: module.pop(k) for k in list(module) if k.startswith("bank.")}
     for key in [k for k in module if k.startswith("bandwidth.")]:
         module[f"prior.{key}"] = module.pop(key)
-    inference = _legacy_inference(dict(ckpt["inference"]), bank, path, algorithm)
-    state = dict(ckpt["state"])
-    best = state.pop("best_valid", None)
-    state["best_score"] = None if best is None or best == -math.inf else best
-    return {**ckpt, "module": module, "inference": inference, "state": state, "release": LEGACY_RELEASE}
+    return module, bank
 
 
 def _legacy_inference(state: dict, bank: dict, path: Path, algorithm: str) -> dict:

@@ -170,7 +170,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Experiment, Tra
     if not store.checkpoint_path.exists():
         raise CheckpointError(f"no checkpoint at {store.checkpoint_path}: train first "
                               f"(pyro-vae train --run-dir {run_dir})")
-    loaded = store.load()
+    loaded = store.load(resume=False)
     state = TrainState(**loaded["state"])
     exp.module.load_state_dict(state.best_module or loaded["module"])
     return exp, state

@@ -99,8 +99,8 @@ class ExemplarELBO(nn.Module):
                              ("num_particles", num_particles, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
-        self.__dict__["gae"] = gae  # the model: read here, saved apart
-        self.prior = gae.prior
+        # The model and its prior: read here, saved apart (not submodules of the objective).
+        self.__dict__["gae"], self.__dict__["prior"] = gae, gae.prior
         self.estimator = make_estimator(estimator, tail, fresh)
         self.refresh_every, self.improve, self.deferred = refresh_every, improve, deferred
         self.penalty = penalty if penalty is not None else MomentPenalty(0.0, 0.0)
