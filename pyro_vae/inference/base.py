@@ -30,32 +30,56 @@ from torch import nn
 
 from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation.elbo import evaluate_elbo
 from pyro_vae.inference.annealing import scale_latents
+from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.plates import module_registration_skipped
 from pyro_vae.traces import preserved_rng
 
 
-class Inference(Protocol):
-    """One training algorithm bound to a model and its guide."""
+class Inference:
+    """One training algorithm bound to a model module (``self.module``), with optimizers
+    by parameter role (``self.optimizers``, a
+    :class:`~pyro_vae.inference.optim.RoleOptimizers`) and, where it ascends one, an
+    :class:`Objective` (``self.objective``) whose state it checkpoints too.
+
+    Subclasses define :meth:`step` and the names of what it reports (:attr:`figures`);
+    the defaults here evaluate held-out data by the one ELBO evaluator and checkpoint the
+    optimizers and the objective.
+    """
 
     #: Names of the figures :meth:`step` returns, and of those :meth:`evaluate` returns.
-    figures: tuple[str, ...]
-    valid_figures: tuple[str, ...]
+    figures: tuple[str, ...] = ()
+    valid_figures: tuple[str, ...] = ("elbo",)
+    module: nn.Module
+    optimizers: RoleOptimizers
+    objective: Optional["Objective"] = None
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         """One optimisation step on the minibatch ``x = data[index]`` of a set of ``num_data``;
         figures per data point (``"elbo"``: nats, higher is better)."""
+        raise NotImplementedError
 
     def evaluate(self, x: torch.Tensor) -> dict[str, float]:
-        """Figures on ``x`` (the whole batch is the data set), per data point."""
+        """Figures on ``x`` (the whole batch is the data set), per data point: the ELBO."""
+        return {"elbo": evaluate_elbo(self.module, x)}
 
     def start_epoch(self, epoch: int) -> None:
-        """Called with the 0-based epoch before its first step."""
+        """Called with the 0-based epoch before its first step (schedules, cache refreshes)."""
+        if self.objective is not None:
+            self.objective.start_epoch(epoch)
 
     def state_dict(self) -> dict:
         """Everything needed to resume but the module's parameters."""
+        state = {"optimizers": self.optimizers.state_dict()}
+        if self.objective is not None:
+            state["objective"] = self.objective.state_dict()
+        return state
 
-    def load_state_dict(self, state: dict) -> None: ...
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizers.load_state_dict(state["optimizers"])
+        if self.objective is not None:
+            self.objective.load_state_dict(state["objective"])
 
 
 class Objective(Protocol):

@@ -44,8 +44,7 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluation.elbo import evaluate_elbo
-from pyro_vae.inference.base import refuse_enumerated
+from pyro_vae.inference.base import Inference, refuse_enumerated
 from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.traces import (
     max_plate_nesting,
@@ -93,12 +92,11 @@ class _RecordingRenyiELBO(pyro.infer.RenyiELBO):
         return traces
 
 
-class _OneOptimizer:
+class _OneOptimizer(Inference):
     """What IWAE and VIMCO share: one optimizer (role ``"all"``) over all the module's
-    parameters, and the one ELBO evaluator on held-out data."""
+    parameters."""
 
     figures = ("iwae", "elbo")
-    valid_figures = ("elbo",)
 
     def _build_optimizer(self, optimizer: str, lr: float) -> None:
         self.optimizers = RoleOptimizers(optimizer, lr, {"all": self.module.parameters()})
@@ -106,18 +104,6 @@ class _OneOptimizer:
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.optimizers["all"]
-
-    def start_epoch(self, epoch: int) -> None:
-        pass
-
-    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
-        return {"elbo": evaluate_elbo(self.module, x)}
-
-    def state_dict(self) -> dict:
-        return {"optimizers": self.optimizers.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizers.load_state_dict(state["optimizers"])
 
 
 class IWAE(_OneOptimizer):

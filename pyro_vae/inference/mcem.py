@@ -41,8 +41,7 @@ from torch import nn
 from pyro_vae import distributed, hmc
 from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluation.elbo import evaluate_elbo
-from pyro_vae.inference.base import refuse_enumerated
+from pyro_vae.inference.base import Inference, refuse_enumerated
 from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
 from pyro_vae.traces import preserved_rng, repeat_rows, split_parameters, subsample_scale, zero_grad
 
@@ -69,7 +68,7 @@ class MCEMConfig:
     fit_guide: bool = True
 
 
-class MCEM:
+class MCEM(Inference):
     """Monte Carlo EM on ``module.model`` (HMC E-step, gradient M-step on θ).
 
     Args:
@@ -90,7 +89,6 @@ class MCEM:
     """
 
     figures = ("log_joint", "accept_prob", "step_size", "elbo")
-    valid_figures = ("elbo",)
 
     def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01, hmc_steps: int = 1,
                  leapfrog_steps: int = 10, step_size: float = 0.1, target_accept: float = 0.9,
@@ -240,12 +238,6 @@ class MCEM:
                 out["elbo"] = -self._elbo.loss(self.model, self.guide, x, index, num_data) / num_data
         return out
 
-    def start_epoch(self, epoch: int) -> None:
-        pass
-
-    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
-        """The ELBO per point with the guide (see the module docstring)."""
-        return {"elbo": evaluate_elbo(self.module, x)}
 
     # ------------------------------------------------------------------------ chains
 

@@ -44,9 +44,8 @@ import pyro.infer
 import torch
 from torch import nn
 
-from pyro_vae.evaluation.elbo import evaluate_elbo
 from pyro_vae.inference.annealing import check_annealing, kl_weight_at
-from pyro_vae.inference.base import Objective, PyroELBO
+from pyro_vae.inference.base import Inference, Objective, PyroELBO
 from pyro_vae.inference.optim import RoleOptimizers
 
 
@@ -108,7 +107,7 @@ def make_elbo(name: str, num_particles: int = 1, **kwargs) -> pyro.infer.ELBO:
     return ELBOS[name](num_particles=num_particles, vectorize_particles=num_particles > 1, **kwargs)
 
 
-class SVI:
+class SVI(Inference):
     """AEVB: gradient ascent on an ELBO of ``module.model`` / ``module.guide``.
 
     Args:
@@ -124,7 +123,6 @@ class SVI:
     """
 
     figures = ("elbo",)
-    valid_figures = ("elbo",)
 
     def __init__(self, module: nn.Module, elbo: Union[str, Objective] = "meanfield", num_particles: int = 1,
                  optimizer: str = "adam", lr: float = 1e-3, kl_weight: float = 1.0, warmup_epochs: int = 0):
@@ -157,7 +155,7 @@ class SVI:
     def start_epoch(self, epoch: int) -> None:
         """Set β for the 0-based ``epoch`` (the warm-up schedule), and the objective's."""
         self.beta = kl_weight_at(epoch, self.kl_weight, self.warmup_epochs)
-        self.objective.start_epoch(epoch)
+        super().start_epoch(epoch)
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         """One step; ``"elbo"`` is the training objective: the β-weighted ELBO while β ≠ 1."""
@@ -166,13 +164,3 @@ class SVI:
         loss.backward()
         self.optimizer.step()
         return {"elbo": -loss.item() / num_data}
-
-    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
-        return {"elbo": evaluate_elbo(self.module, x)}
-
-    def state_dict(self) -> dict:
-        return {"optimizers": self.optimizers.state_dict(), "objective": self.objective.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizers.load_state_dict(state["optimizers"])
-        self.objective.load_state_dict(state["objective"])

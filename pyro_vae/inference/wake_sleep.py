@@ -44,8 +44,7 @@ import torch
 from torch import nn
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluation.elbo import evaluate_elbo
-from pyro_vae.inference.base import refuse_enumerated
+from pyro_vae.inference.base import Inference, refuse_enumerated
 from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
 from pyro_vae.traces import (
     max_plate_nesting,
@@ -81,11 +80,9 @@ class RWSConfig:
     insomnia: float = 1.0
 
 
-class _LazySetup:
+class _LazySetup(Inference):
     """Parameter roles and optimizers built at the first batch (the split traces the
     model and guide, which needs data); state loaded before that waits for it."""
-
-    valid_figures = ("elbo",)
 
     def __init__(self, module: nn.Module, optimizer: str, lr: float):
         self.module = module
@@ -105,22 +102,16 @@ class _LazySetup:
                 self.optimizers.load_state_dict(self._pending["optimizers"])
                 self._pending = None
 
-    def start_epoch(self, epoch: int) -> None:
-        pass
-
     def state_dict(self) -> dict:
         if self.optimizers is None:
             return dict(self._pending or {})
-        return {"optimizers": self.optimizers.state_dict()}
+        return super().state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         if self.optimizers is None:
             self._pending = state
         else:
-            self.optimizers.load_state_dict(state["optimizers"])
-
-    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
-        return {"elbo": evaluate_elbo(self.module, x)}
+            super().load_state_dict(state)
 
 
 class WakeSleep(_LazySetup):

@@ -85,3 +85,27 @@ def explicit_elbo(gae, x, z, index=None, penalty=None):
     if penalty is not None and index is not None:
         total = total - penalty(loc, scale)
     return total
+
+
+def train_interrupted(config, run_dir, monkeypatch, algorithm: type, at: int):
+    """``train(config, run_dir)`` interrupted at the ``at``-th call of ``algorithm.step``
+    (a KeyboardInterrupt), then run again to its end: what a resumed run gives."""
+    from pyro_vae.train import train
+
+    real_step, calls = algorithm.step, []
+
+    def step(self, *args):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return real_step(self, *args)
+
+    monkeypatch.setattr(algorithm, "step", step)
+    try:
+        train(config, run_dir, progress=False)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError(f"the run ended before step {at}")
+    monkeypatch.setattr(algorithm, "step", real_step)
+    return train(config, run_dir, progress=False)

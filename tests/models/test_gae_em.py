@@ -5,11 +5,11 @@ import math
 
 import pyro
 import torch
-from gae_helpers import N, guide_sample, objective, own_excluded_log_probs, small_gae
+from gae_helpers import N, guide_sample, objective, own_excluded_log_probs, small_gae, train_interrupted
 
 from pyro_vae import checkpoint
 from pyro_vae.config import Config
-from pyro_vae.models.gae.em import fit_em
+from pyro_vae.models.gae.em import EM, fit_em
 from pyro_vae.train import train
 
 
@@ -57,23 +57,7 @@ def test_em_is_an_inference_algorithm_of_the_loop_and_resumes(tmp_path, monkeypa
     exp, state = train(config, tmp_path / "whole", progress=False)
     bounds = [row["train_em_bound"] for row in state.history]
     assert bounds[-1] > bounds[0] and all(math.isfinite(row["valid_elbo"]) for row in state.history)
-    from pyro_vae.models.gae.em import EM
-
-    real_step, calls = EM.step, []
-
-    def step(self, *args):
-        calls.append(1)
-        if len(calls) == 8:  # in the second epoch (6 steps per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, *args)
-
-    monkeypatch.setattr(EM, "step", step)
-    try:
-        train(config, tmp_path / "cut", progress=False)
-    except KeyboardInterrupt:
-        pass
-    monkeypatch.setattr(EM, "step", real_step)
-    train(config, tmp_path / "cut", progress=False)
+    train_interrupted(config, tmp_path / "cut", monkeypatch, EM, at=8)  # in the second epoch (6 steps each)
     a, b = (checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "cut"))
     for name, tensor in a["module"].items():
         assert torch.equal(tensor, b["module"][name]), name

@@ -18,6 +18,7 @@ from gae_helpers import (
     shared_bandwidth,
     sharpen,
     small_gae,
+    train_interrupted,
 )
 from pyro import poutine
 
@@ -341,8 +342,6 @@ def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatc
     from pyro_vae import checkpoint
     from pyro_vae.inference.svi import SVI
     from pyro_vae.models.gae import cache
-    from pyro_vae.train import train
-
     monkeypatch.setattr(cache, "EXACT_SEARCH", 100)  # exercise the clustered search
     config = Config.from_dict({
         "data": {"name": "digits", "binarize": "static", "batch_size": 200},
@@ -351,19 +350,7 @@ def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatc
         "budget": {"epochs": 2}, "eval": {"num_samples": 0, "plots": False},
     })
     train(config, tmp_path / "whole", progress=False)
-    real_step, calls = SVI.step, []
-
-    def step(self, *args):
-        calls.append(1)
-        if len(calls) == 9:  # in the second epoch (6 steps per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, *args)
-
-    monkeypatch.setattr(SVI, "step", step)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(SVI, "step", real_step)
-    train(config, tmp_path / "cut", progress=False)
+    train_interrupted(config, tmp_path / "cut", monkeypatch, SVI, at=9)  # in the second epoch (6 steps each)
     a, b = (checkpoint.load(tmp_path / d / "checkpoint.pt") for d in ("whole", "cut"))
     assert a["state"]["step"] == b["state"]["step"] == 12
     for name, tensor in a["module"].items():

@@ -32,7 +32,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae.data import DataSplits
-from pyro_vae.evaluation.elbo import evaluate_elbo
+from pyro_vae.inference.base import Inference
 from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.loop import BudgetConfig, Loop
 from pyro_vae.models.gae.objective import ExemplarELBO
@@ -52,7 +52,7 @@ class EMConfig:
     num_samples: int = 1
 
 
-class EM:
+class EM(Inference):
     """EM on a GAE (module docstring): E-step responsibilities over the estimator's pool,
     ``m_steps`` gradient steps on the expected complete-data bound.
 
@@ -65,7 +65,6 @@ class EM:
     """
 
     figures = ("em_bound",)
-    valid_figures = ("elbo",)
 
     def __init__(self, gae, objective: ExemplarELBO, optimizer: str = "adam", lr: float = 1e-3,
                  m_steps: int = 1, num_samples: int = 1):
@@ -80,9 +79,6 @@ class EM:
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.optimizers["all"]
-
-    def start_epoch(self, epoch: int) -> None:
-        self.objective.start_epoch(epoch)
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         gae, prior = self.module, self.module.prior
@@ -125,16 +121,6 @@ class EM:
                 pyro.sample("x", gae.decoder(z), obs=x)
 
         return model
-
-    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
-        return {"elbo": evaluate_elbo(self.module, x)}
-
-    def state_dict(self) -> dict:
-        return {"optimizers": self.optimizers.state_dict(), "objective": self.objective.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizers.load_state_dict(state["optimizers"])
-        self.objective.load_state_dict(state["objective"])
 
 
 def fit_em(gae, epochs: int = 1, batch_size: int = 100, lr: float = 1e-3, m_steps: int = 1, num_samples: int = 1,
