@@ -28,7 +28,11 @@ from pyro_vae.models.gae.cache import ExemplarBank
 from pyro_vae.models.gae.kernels import component_features
 from pyro_vae.models.gae.prior import using_pool
 from pyro_vae.models.gae.search import nearest_exemplars
-from pyro_vae.train import build
+from pyro_vae import checkpoint
+from pyro_vae.cli import main
+from pyro_vae.inference.svi import SVI
+from pyro_vae.models.gae import cache
+from pyro_vae.train import build, train
 
 
 @pytest.mark.parametrize("lambdas, bandwidth", [((0.0, 0.0), "posterior"), ((0.3, 0.7), "posterior"),
@@ -315,9 +319,6 @@ def test_config_errors(digits):
 
 @pytest.mark.parametrize("bandwidth", ["posterior", "shared"])
 def test_cli_sample_works_for_a_trained_gae(digits, tmp_path, bandwidth):
-    from pyro_vae.cli import main
-    from pyro_vae.train import train
-
     config = Config.from_dict({
         "data": {"name": "digits", "binarize": "static", "batch_size": 200},
         "model": {"name": "gae", "z_dim": 2, "hidden": [32], "lambda2": 0.1, "neighbours": 8, "tail": 50,
@@ -339,9 +340,6 @@ def test_interrupted_gae_run_resumes_to_the_same_parameters(tmp_path, monkeypatc
     """The cache, neighbour lists, k-means cells and deferred gradients are saved with
     the objective: a run interrupted mid-epoch and resumed ends bit for bit where an
     uninterrupted one does."""
-    from pyro_vae import checkpoint
-    from pyro_vae.inference.svi import SVI
-    from pyro_vae.models.gae import cache
     monkeypatch.setattr(cache, "EXACT_SEARCH", 100)  # exercise the clustered search
     config = Config.from_dict({
         "data": {"name": "digits", "binarize": "static", "batch_size": 200},
