@@ -261,5 +261,6 @@ def test_a_legacy_config_file_reads_with_legacy_and_is_refused_without(tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(LEGACY_GAE)
     assert Config.from_toml(path, legacy=True).model.bandwidth == "shared"
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['exemplar_bandwidth', .*'exemplar_tail'\] for name = 'gae'"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown key\(s\) \['exemplar_bandwidth', .*'exemplar_tail'\] for name = 'gae'"):
         Config.from_toml(path)

@@ -174,8 +174,9 @@ def test_max_plate_nesting_counts_the_pairs_plates():
 @pytest.mark.parametrize("shape", [(N, D + 1), (N, 1, D), (N,)])
 def test_max_plate_nesting_refuses_data_of_another_event_shape(shape):
     x = torch.zeros(shape)
-    with pytest.raises(ValueError, match=re.escape(f"data of shape {tuple(shape)} do not fit the model: its observed "
-                                                   f"site 'x' expects values of shape {(N, D)} (one data point per row")):
+    expected = (f"data of shape {tuple(shape)} do not fit the model: its observed site 'x' expects values of "
+                f"shape {(N, D)} (one data point per row of the data)")
+    with pytest.raises(ValueError, match=re.escape(expected)):
         max_plate_nesting(_model_any_shape, _guide, x)
 
 

@@ -127,9 +127,10 @@ def test_config_entries_reach_what_is_built():
     ("optim.lr=-1", "learning rate must be positive"),
     ("model.z_dim=0", "z_dim must be >= 1"),
     ("data.batch_size=0", "batch_size"),
-    pytest.param("model.likelihood=poisson", "likelihood", marks=pytest.mark.xfail(strict=True, raises=DataError, reason=(
-        "train.build now checks the data against [model] likelihood before building the model, and "
-        "check_likelihood raises a DataError (not a ConfigError) for an unknown likelihood"))),
+    pytest.param("model.likelihood=poisson", "likelihood", marks=pytest.mark.xfail(
+        strict=True, raises=DataError, reason=(
+            "train.build now checks the data against [model] likelihood before building the model, and "
+            "check_likelihood raises a DataError (not a ConfigError) for an unknown likelihood"))),
     ("budget.lr_decays=-1", "lr_decays must be >= 0"),
     ("budget.lr_decay_factor=1.5", r"lr_decay_factor must lie in \(0, 1\)"),
     ("budget.lr_decays=1", "set \\[budget\\] patience"),
