@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
-from pyro_vae.cli import main, parser
+from pyro_vae.cli import _config, main, parser
+from pyro_vae.config import ConfigError
+from pyro_vae.inference import VIMCOConfig
+from pyro_vae.models import GAEConfig
 
 COMMANDS = ["train", "evaluate", "sample", "plot", "fetch"]
 
@@ -76,3 +79,15 @@ def test_bad_input_gives_one_clear_line_not_a_traceback(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert err.startswith(f"pyro-vae {args[0]}: error: ") and message in err
     assert "Traceback" not in err
+
+
+def test_set_model_name_switches_the_family_keeping_what_was_set(tmp_path):
+    (tmp_path / "exp.toml").write_text('[model]\nz_dim = 3\nhidden = [16]\n[inference]\nnum_particles = 2\n')
+    args = parser().parse_args(["train", "--config", str(tmp_path / "exp.toml"), "--set", "model.name=gae",
+                                "--set", "inference.name=vimco", "--epochs", "2"])
+    config = _config(args)
+    assert config.model == GAEConfig(z_dim=3, hidden=[16])
+    assert config.inference == VIMCOConfig(num_particles=2) and config.budget.epochs == 2
+    bad = parser().parse_args(["train", "--set", "model.bandwidth=shared"])
+    with pytest.raises(ConfigError, match="'bandwidth' belongs to 'gae'"):
+        _config(bad)

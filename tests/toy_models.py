@@ -10,6 +10,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from pyro_vae.capabilities import Capabilities
 from pyro_vae.models import VAE
 from pyro_vae.plates import data_plate
 
@@ -65,6 +66,12 @@ class BernoulliLatent(nn.Module):
         self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, z_dim))
         self.x_dim, self.z_dim = x_dim, z_dim
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """Declared, so that algorithms check its latents when they are built (MCEM probes
+        a model of a known event shape at construction)."""
+        return Capabilities(event_shape=(self.x_dim,))
+
     def model(self, x=None, index=None, num_data=None):
         pyro.module("decoder", self.decoder)
         n = _n(x, num_data)
@@ -114,20 +121,27 @@ def changed(before, params) -> list[bool]:
     return [not torch.equal(b, p.detach()) for b, p in zip(before, params)]
 
 
-def run_steps(inference, data, steps: int, batch_size: int = 100, seed: int = 0):
-    """``steps`` minibatch steps on digits' train split; returns the step outputs."""
+def run_steps(inference, data, steps: int, batch_size: int = 100, seed: int = 0, flat: bool = False):
+    """``steps`` minibatch steps on digits' train split; returns the step outputs.
+    ``flat``: the batches as ``(b, D)`` vectors, for the toy models' ``nn.Linear`` layers
+    (the splits keep their event shape, ``(b, 1, 8, 8)`` for digits)."""
     outs, epoch = [], 0
     n = len(data.train)
     while len(outs) < steps:
         for x, index in data.loader("train", batch_size, shuffle=True, seed=seed, epoch=epoch, drop_last=True):
-            outs.append(inference.step(x, index, n))
+            outs.append(inference.step(x.flatten(1) if flat else x, index, n))
             if len(outs) == steps:
                 break
         epoch += 1
     return outs
 
 
+#: The event shape of the embedded digits: one 8x8 grey-level image per row.
+DIGITS_SHAPE = (1, 8, 8)
+
+
 def fresh_vae(seed: int = 0, z_dim: int = 2, hidden=(32,), cls=VAE):
+    """A VAE for digits (event shape ``(1, 8, 8)``), from a fresh param store and ``seed``."""
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
-    return cls(64, z_dim, hidden)
+    return cls(DIGITS_SHAPE, z_dim, hidden)

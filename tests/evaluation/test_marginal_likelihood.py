@@ -20,7 +20,8 @@ from pyro import poutine
 
 from pyro_vae import VAE
 from pyro_vae.evaluation import LogLikelihood, elbo_per_point, importance_log_likelihood
-from pyro_vae.evaluation.marginal_likelihood import _log_weights
+from pyro_vae.evaluation.marginal_likelihood import log_weights
+from pyro_vae.traces import max_plate_nesting
 
 Z_DIM, X_DIM, SIGMA, N = 2, 5, 0.5, 40
 
@@ -97,7 +98,7 @@ def x(lg):
 
 def _is_stderr(lg, guide, x, k):
     """Delta-method standard error of log p̂_k per point: sd(w) / (mean(w) √k)."""
-    log_w = _log_weights(lg.model, guide, x, 20000)
+    log_w = log_weights(lg.model, guide, x, 20000, max_plate_nesting(lg.model, guide, x))
     w = (log_w - log_w.max(0).values).exp()
     return w.std(0) / w.mean(0) / math.sqrt(k)
 
@@ -188,7 +189,7 @@ def test_minibatch_scale_is_ignored(lg, x):
 
 
 def test_vae_untrained_on_binary_data():
-    vae = VAE(x_dim=20, z_dim=3, hidden=(16,))
+    vae = VAE(20, z_dim=3, hidden=(16,))
     data = torch.bernoulli(torch.full((30, 20), 0.3))
     est = importance_log_likelihood(vae.model, vae.guide, data, num_samples=500, batch_size=8, chunk_size=128)
     assert est.per_point.shape == (30,)

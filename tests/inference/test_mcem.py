@@ -9,28 +9,21 @@ import pyro
 import pytest
 import torch
 
-from inference_models import (  # noqa: F401
-    BernoulliLatent,
-    LinearGaussian,
-    changed,
-    digits,
-    fresh_vae,
-    one_thread,
-    run_steps,
-    snapshot,
-)
+from toy_models import BernoulliLatent, LinearGaussian, changed, fresh_vae, run_steps, snapshot
+
 from pyro_vae.config import ConfigError
-from pyro_vae.inference import MCEM, make_inference
-from pyro_vae.inference.hmc import summarize_chains
+from pyro_vae.hmc import summarize_chains
+from pyro_vae.inference import MCEM
+from pyro_vae.train import make_inference
 
 
 def test_mcem_raises_the_log_joint_and_the_elbo_in_a_few_steps(digits):
     vae = fresh_vae()
     mcem = make_inference(vae, "mcem", optimizer="adam", lr=3e-3)
-    before = mcem.evaluate(digits.valid)
+    before = mcem.evaluate(digits.valid)["elbo"]
     outs = run_steps(mcem, digits, 24)
     assert np.mean([o["log_joint"] for o in outs[-4:]]) > np.mean([o["log_joint"] for o in outs[:4]]) + 5.0
-    assert mcem.evaluate(digits.valid) > before + 5.0  # the guide fitted on the side
+    assert mcem.evaluate(digits.valid)["elbo"] > before + 5.0  # the guide fitted on the side
     accept = np.mean([o["accept_prob"] for o in outs[-8:]])
     assert 0.75 < accept < 0.99  # the step size is tuned toward 90%
 
@@ -112,6 +105,18 @@ def test_mcem_refuses_discrete_latents():
     pyro.clear_param_store()
     with pytest.raises(ConfigError, match="continuous latents.*'z' is discrete"):
         make_inference(BernoulliLatent(64, 4, 8), "mcem")
+
+
+class UndeclaredBernoulliLatent(BernoulliLatent):
+    capabilities = None  # declares nothing: a plain latent-variable model to the package
+
+
+def test_mcem_refuses_discrete_latents_of_an_undeclared_model_at_its_first_step(digits):
+    """Without a declared event shape there is nothing to probe at construction: the
+    first step refuses the discrete latents, with the same sentence."""
+    mcem = make_inference(UndeclaredBernoulliLatent(64, 4, 8), "mcem")
+    with pytest.raises(ConfigError, match="continuous latents.*'z' is discrete"):
+        mcem.step(digits.train[:4].flatten(1), torch.arange(4), len(digits.train))
 
 
 def test_state_survives_a_checkpoint(digits):

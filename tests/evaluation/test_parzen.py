@@ -85,7 +85,7 @@ def test_package_models_work_with_the_protocol():
 
     d = load_dataset("digits")
     torch.manual_seed(4)
-    for model in (VAE(64, z_dim=2, hidden=(16,)), GAE(d.train[:100], z_dim=2, hidden=(16,))):
+    for model in (VAE(d.event_shape, z_dim=2, hidden=(16,)), GAE(d.train[:100], z_dim=2, hidden=(16,))):
         pyro.set_rng_seed(0)
         result = parzen_evaluate(model, d.test[:40], d.valid[:40], num_samples=300)
         assert math.isfinite(result.mean) and result.n == 40

@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from inference_models import LinearGaussian, one_thread  # noqa: F401
+from toy_models import LinearGaussian
+
 from pyro_vae.config import ConfigError
 from pyro_vae.evaluation import hmc_log_likelihood, importance_log_likelihood
-from pyro_vae.inference.hmc import LatentSpace, sample_posterior, summarize_chains
+from pyro_vae.hmc import LatentSpace, sample_posterior, summarize_chains
 from pyro_vae.plates import data_plate
 
 
@@ -121,6 +122,9 @@ def test_latent_space_refuses_discrete_and_global_latents():
 
 
 def test_appendix_d_estimator_matches_the_exact_evidence():
+    # The encoder's random init is the untrained guide below: at seed 0 (conftest's) it
+    # happens to be a fair proposal (0.04 nats under the evidence); seed 1's is a typical one.
+    torch.manual_seed(1)
     model = LinearGaussian(x_dim=5, z_dim=2, sigma=0.5)
     torch.manual_seed(1)  # the data; the sampler's seed is set below
     x = model.decoder(torch.randn(40, 2)).detach() + 0.5 * torch.randn(40, 5)

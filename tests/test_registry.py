@@ -1,16 +1,21 @@
 """One config entry chooses the algorithm: what runs really changes (checked on the
 model's and guide's calls, not on class names), bad names and incompatible combinations
-fail with clear errors, and every algorithm trains and resumes through the loop."""
+fail with clear errors, every algorithm trains and resumes through the loop, and the
+families' declared capabilities are what the refusals read."""
+
+import dataclasses
 
 import pyro
 import pytest
 import torch
+from toy_models import DIGITS_SHAPE, BernoulliLatent, SpyVAE, fresh_vae
 
-from inference_models import BernoulliLatent, SpyVAE, digits, fresh_vae, one_thread  # noqa: F401
-from pyro_vae import checkpoint
+from pyro_vae import checkpoint, train as train_module
+from pyro_vae.capabilities import LATENT_VARIABLE_MODEL, Capabilities, capabilities_of
 from pyro_vae.config import Config, ConfigError
-from pyro_vae.inference import INFERENCE, build_inference, make_inference
-from pyro_vae.train import train
+from pyro_vae.models import GAE, VAE
+from pyro_vae.registry import ALGORITHMS, FAMILIES, build_inference, check_compatible, family_of
+from pyro_vae.train import build, make_inference, train
 
 B, N = 20, 1297
 
@@ -29,7 +34,9 @@ def _calls_of_one_step(name, digits, **settings):
 
 
 def test_svi_samples_z_from_the_guide_with_gradients(digits):
-    calls = _calls_of_one_step("svi", digits)
+    # "meanfield", the eager ELBO: a compiled one (the default "auto" is "jit_meanfield")
+    # runs its traced graph from the second step on, without calling the Python model.
+    calls = _calls_of_one_step("svi", digits, elbo="meanfield")
     assert {c["program"] for c in calls} == {"model", "guide"}
     assert all(c["z_shape"] == (B, 2) and not c["generative"] and not c["z_observed"] for c in calls)
     assert all(c["z_requires_grad"] for c in calls if c["program"] == "model")  # reparameterized
@@ -40,7 +47,7 @@ def test_wake_sleep_dreams_and_feeds_dreams_to_the_guide(digits):
     wake_model = [c for c in calls if c["program"] == "model" and not c["generative"]]
     dreams = [c for c in calls if c["program"] == "model" and c["generative"]]
     assert len(dreams) == 1 and dreams[0]["z_shape"] == (7, 2)
-    assert any(c["program"] == "guide" and c["x_shape"] == (7, 64) for c in calls)  # sleep: q(z|x_dream)
+    assert any(c["program"] == "guide" and c["x_shape"] == (7, *DIGITS_SHAPE) for c in calls)  # sleep: q(z|x_dream)
     assert wake_model and not any(c["z_requires_grad"] for c in wake_model)  # wake: z is data
 
 
@@ -82,14 +89,18 @@ def test_make_inference_is_the_config_entry(digits):
 
 
 def test_unknown_names_list_the_choices():
-    config = Config().with_overrides(["inference.name=hmc_em"])
+    # The [inference] dataclass is chosen by its name: an unknown one is refused when the
+    # config is made, before anything is built.
     with pytest.raises(ConfigError, match="'hmc_em' is unknown.*'mcem'.*'wake_sleep'"):
-        build_inference(config, fresh_vae())
-    assert set(INFERENCE) == {"svi", "wake_sleep", "rws", "mcem", "iwae", "vimco"}
+        Config().with_overrides(["inference.name=hmc_em"])
+    with pytest.raises(ConfigError, match="'hmc_em' is unknown.*'mcem'.*'wake_sleep'"):
+        make_inference(fresh_vae(), "hmc_em")
+    # "em" (the GAE's EM) is an algorithm of the registry too.
+    assert set(ALGORITHMS) == {"svi", "wake_sleep", "rws", "mcem", "iwae", "vimco", "em"}
 
 
 class EnumeratedVAE(torch.nn.Module):
-    has_enumerated_latents = True
+    capabilities = Capabilities(enumerated_latents=True)
 
     def __init__(self):
         super().__init__()
@@ -99,8 +110,13 @@ class EnumeratedVAE(torch.nn.Module):
 
 @pytest.mark.parametrize("name", ["wake_sleep", "rws", "mcem", "iwae", "vimco"])
 def test_enumerated_models_are_refused_outside_svi(name):
+    particles = {"num_particles": 2} if "num_particles" in _fields(name) else {}
     with pytest.raises(ConfigError, match="enumerated discrete latents.*svi"):
-        make_inference(EnumeratedVAE(), name, num_particles=2)
+        make_inference(EnumeratedVAE(), name, **particles)
+
+
+def _fields(name):
+    return {f.name for f in dataclasses.fields(ALGORITHMS[name].config)}
 
 
 def test_incompatible_combinations_fail_clearly(digits):
@@ -109,7 +125,7 @@ def test_incompatible_combinations_fail_clearly(digits):
         make_inference(BernoulliLatent(64, 4, 8), "mcem")
     with pytest.raises(ConfigError, match="vimco"):
         make_inference(BernoulliLatent(64, 4, 8), "iwae", num_particles=2).step(
-            digits.train[:4], torch.arange(4), N)
+            digits.train[:4].flatten(1), torch.arange(4), N)
     with pytest.raises(ConfigError, match="optimizer"):
         make_inference(fresh_vae(), "wake_sleep", optimizer="sgd")
     with pytest.raises(ConfigError, match="target_accept"):
@@ -136,3 +152,70 @@ def test_every_algorithm_trains_and_resumes_exactly_through_the_loop(tmp_path, n
     exp, resumed = train(config.with_overrides(["budget.epochs=3"]), tmp_path / "split", progress=False)
     assert [r["train_elbo"] for r in resumed.history] == [r["train_elbo"] for r in whole.history]
     assert whole.history[-1]["valid_elbo"] > whole.history[0]["valid_elbo"]
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+SAMPLING = ["wake_sleep", "rws", "mcem", "iwae", "vimco"]
+
+
+@pytest.mark.parametrize("name", SAMPLING)
+def test_check_compatible_refuses_sampling_algorithms_on_the_gae(name):
+    with pytest.raises(ConfigError, match=f"name = '{name}' cannot train the GAE: it needs every latent "
+                                          "sampled .*only \"svi\" and \"em\" sum out"):
+        check_compatible(FAMILIES["gae"].capabilities, name, "the GAE")
+    check_compatible(FAMILIES["vae"].capabilities, name, "the VAE")  # the VAE is fine
+
+
+def test_check_compatible_refuses_em_on_the_vae():
+    with pytest.raises(ConfigError, match="name = 'em' cannot train the VAE: it needs enumerated discrete "
+                                          "latents \\(an exemplar prior\\)"):
+        check_compatible(FAMILIES["vae"].capabilities, "em", "the VAE")
+    check_compatible(FAMILIES["gae"].capabilities, "em", "the GAE")
+    for family in ("vae", "gae"):
+        check_compatible(FAMILIES[family].capabilities, "svi", family)
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """Loading data or building a model fails the test: a refusal must come before both."""
+    def reached(*args, **kwargs):
+        raise AssertionError("train.build loaded data or built a model before refusing the config")
+
+    monkeypatch.setattr(train_module, "load_dataset", reached)
+    monkeypatch.setattr(train_module, "build_model", reached)
+
+
+@pytest.mark.parametrize("model,name", [("gae", n) for n in SAMPLING] + [("vae", "em")])
+def test_build_refuses_an_incompatible_family_up_front(nothing_built, model, name):
+    config = Config().with_overrides([f"model.name={model}", f"inference.name={name}"])
+    with pytest.raises(ConfigError, match=f"\\[inference\\] name = '{name}' cannot train "
+                                          f"\\[model\\] name = '{model}': it needs"):
+        build(config)
+
+
+def test_capabilities_of_vae_and_gae_instances_are_their_families(digits):
+    vae = VAE(digits.event_shape, z_dim=2, hidden=(16,))
+    gae = GAE(digits.train[:50], z_dim=2, hidden=(16,))
+    assert vae.capabilities == Capabilities(has_guide=True, exact_log_prob=False, enumerated_latents=False,
+                                            can_sample=True, latent_sites=("z",), event_shape=(1, 8, 8))
+    assert gae.capabilities == Capabilities(has_guide=True, exact_log_prob=False, enumerated_latents=True,
+                                            can_sample=True, latent_sites=("y", "z"), event_shape=(1, 8, 8))
+    for module, name in ((vae, "vae"), (gae, "gae")):
+        assert capabilities_of(module) == module.capabilities
+        # what the registry declares (before the data set fixes the event shape)
+        assert dataclasses.replace(module.capabilities, event_shape=None) == FAMILIES[name].capabilities
+        assert family_of(module) is FAMILIES[name]
+    assert family_of(fresh_vae(cls=SpyVAE)) is None  # a subclass is a user's own model
+
+
+def test_a_module_that_declares_nothing_is_a_plain_latent_variable_model():
+    class Plain(torch.nn.Module):
+        def model(self, x=None, index=None, num_data=None): ...
+
+        def guide(self, x, index=None, num_data=None): ...
+
+    assert capabilities_of(Plain()) is LATENT_VARIABLE_MODEL
+    assert LATENT_VARIABLE_MODEL == Capabilities(has_guide=True, enumerated_latents=False, latent_sites=("z",))
+    assert Capabilities().with_event_shape(torch.Size([1, 8, 8])).event_shape == (1, 8, 8)

@@ -9,19 +9,22 @@ import pyro.infer
 import pytest
 import torch
 
-from inference_models import changed, digits, fresh_vae, one_thread, run_steps, snapshot  # noqa: F401
+from toy_models import changed, fresh_vae, run_steps, snapshot
+
 from pyro_vae.config import ConfigError
-from pyro_vae.evaluation.marginal_likelihood import _log_weights
-from pyro_vae.inference import RWS, MinibatchRWS, WakeSleep, make_inference
+from pyro_vae.evaluation.marginal_likelihood import log_weights
+from pyro_vae.inference import RWS, MinibatchRWS, WakeSleep
 from pyro_vae.models.vae import VAE
+from pyro_vae.traces import max_plate_nesting
+from pyro_vae.train import make_inference
 
 
 def test_wake_sleep_raises_the_elbo_in_a_few_steps(digits):
     vae = fresh_vae()
     ws = make_inference(vae, "wake_sleep", optimizer="adam", lr=3e-3)
-    before = ws.evaluate(digits.valid)
+    before = ws.evaluate(digits.valid)["elbo"]
     outs = run_steps(ws, digits, 30)
-    after = ws.evaluate(digits.valid)
+    after = ws.evaluate(digits.valid)["elbo"]
     assert after > before + 5.0, (before, after)  # nats per point; digits start near -45
     assert all(math.isfinite(o["elbo"]) and math.isfinite(o["sleep_log_q"]) for o in outs)
 
@@ -40,6 +43,28 @@ def test_each_phase_updates_only_its_own_parameters(digits):
     t0, p0 = snapshot(theta), snapshot(phi)
     ws.sleep(50, len(digits.train))
     assert not any(changed(t0, theta)) and all(changed(p0, phi))
+
+
+def _steps_taken(optimizer):
+    return sorted({int(s["step"]) for s in optimizer.state_dict()["state"].values()})
+
+
+def test_wake_sleep_has_an_optimizer_per_role_and_each_phase_steps_only_its_own(digits):
+    vae = fresh_vae()
+    ws = WakeSleep(vae, "adam", 1e-2)
+    x, index = digits.train[:50], torch.arange(50)
+    ws.wake(x, index, len(digits.train))
+    assert set(ws.optimizers.roles) == {"model", "guide"}
+    held = {role: {id(p) for g in opt.param_groups for p in g["params"]} for role, opt in ws.optimizers.roles.items()}
+    assert held["model"] == {id(p) for p in vae.decoder.parameters()}
+    assert held["guide"] == {id(p) for p in vae.guide.parameters()}
+    assert _steps_taken(ws.optimizers["model"]) == [1] and _steps_taken(ws.optimizers["guide"]) == []
+    ws.sleep(50, len(digits.train))
+    assert _steps_taken(ws.optimizers["model"]) == [1] and _steps_taken(ws.optimizers["guide"]) == [1]
+    ws.step(x, index, len(digits.train))
+    assert _steps_taken(ws.optimizers["model"]) == [2] and _steps_taken(ws.optimizers["guide"]) == [2]
+    state = ws.state_dict()
+    assert set(state) == {"optimizers"} and set(state["optimizers"]) == {"model", "guide"}
 
 
 class SharedVAE(VAE):
@@ -81,7 +106,7 @@ def test_rws_takes_the_log_sum_exp_per_point_and_scales_minibatches(digits):
     assert mini[0] == pytest.approx(full[0] * n / 100, rel=1e-5)  # same draws, scaled
     # The per-point K-sample bound, as the evaluation module computes it:
     pyro.set_rng_seed(0)
-    lw = _log_weights(vae.model, vae.guide, x, 4)
+    lw = log_weights(vae.model, vae.guide, x, 4, max_plate_nesting(vae.model, vae.guide, x))
     iwae = (torch.logsumexp(lw, 0) - math.log(4)).mean().item()
     assert -full[0] / 100 == pytest.approx(iwae, abs=1.0)
     # Pyro's own estimator puts the subsample scale N/B inside the log-sum-exp: its
@@ -95,9 +120,9 @@ def test_rws_learns_with_and_without_sleep(digits):
     for insomnia in (1.0, 0.5):
         vae = fresh_vae()
         rws = make_inference(vae, "rws", num_particles=4, insomnia=insomnia, optimizer="adam", lr=3e-3)
-        before = rws.evaluate(digits.valid)
+        before = rws.evaluate(digits.valid)["elbo"]
         outs = run_steps(rws, digits, 25)
-        assert rws.evaluate(digits.valid) > before + 5.0
+        assert rws.evaluate(digits.valid)["elbo"] > before + 5.0
         assert all(o["iwae"] >= o["elbo"] - 1e-4 for o in outs)  # log-mean-exp >= mean
         assert ("sleep_log_q" in outs[-1]) == (insomnia < 1)
 
