@@ -149,11 +149,11 @@ class Loop:
                 while self.state.stopped is None:
                     bar.set_description(f"epoch {self.state.epoch + 1}/{self.budget.epochs}")
                     self.replicas.seed_epoch(self.seed, self.state.epoch)
-                    row = self._train_epoch(bar)
-                    self._end_epoch(row, start)
+                    shares = self._train_epoch(bar)
+                    self._end_epoch(shares, start)
                     self._save()
-                    bar.set_postfix({k: f"{v:.2f}" for k, v in row.items() if k.startswith(("train_", "valid_"))
-                                     and isinstance(v, float)}, refresh=False)
+                    last = self.state.history[-1]
+                    bar.set_postfix({k: f"{v:.2f}" for k, v in last.items() if k.startswith(("train_", "valid_"))})
         except distributed.WorkerFailure as e:
             raise distributed.WorkerFailure(f"{e}; {self._kept()}: resume with the same command "
                                             "(any number of processes)") from e

@@ -83,14 +83,14 @@ def build(config: Config, device: Optional[str] = None) -> Experiment:
     data = _on(load_dataset(d.name, d.data_dir, binarize=None if d.binarize == "none" else d.binarize,
                             seed=config.seed, path=d.path, dataset=d.dataset, train_size=d.train_size,
                             valid_size=d.valid_size, test_size=d.test_size), at)
-    check_likelihood(data, config.model.likelihood)
     pyro.set_rng_seed(config.seed)
     # The JIT ELBOs read parameters from Pyro's global param store by name: entries left
     # there by an earlier model of the same names would shadow this one's.
     pyro.clear_param_store()
     module = build_model(config, data).to(at)
+    check_likelihood(data, config.model.likelihood)
     inference = build_inference(config, module)
-    _check_monitor(config.budget, inference)
+    _check_monitor(config.budget, inference, data)
     return Experiment(config, data, module, inference, at)
 
 
@@ -113,11 +113,14 @@ def _check_budget(budget: BudgetConfig) -> None:
         raise ConfigError(f"[budget] monitor_mode must be \"max\" or \"min\", got {budget.monitor_mode!r}")
 
 
-def _check_monitor(budget: BudgetConfig, inference) -> None:
+def _check_monitor(budget: BudgetConfig, inference, data: DataSplits) -> None:
     columns = [f"train_{f}" for f in inference.figures] + [f"valid_{f}" for f in inference.valid_figures]
     if budget.monitor not in columns + ["none"]:
         raise ConfigError(f"[budget] monitor = {budget.monitor!r} is not a figure this algorithm logs: "
                           f"choose one of {columns}")
+    if budget.patience is not None and budget.monitor.startswith("valid_") and not len(data.valid):
+        raise ConfigError(f"[budget] patience follows monitor = {budget.monitor!r}, but the validation split is "
+                          "empty: give validation data, or monitor a training figure (e.g. \"train_elbo\")")
 
 
 def train(config: Config, run_dir: str | Path, progress: bool = True,

@@ -108,8 +108,6 @@ def test_a_run_stopped_early_resumes_with_a_decay_as_if_it_had_one_all_along(tmp
     scores = [-30.0, -29.0, -29.5, -29.6, -28.0, -28.5, -28.2]
     cls = SVI if inference == "svi" else WakeSleep
     base = [f"inference.name={inference}", "budget.epochs=7", "budget.patience=2"]
-    if inference == "svi":  # the eager ELBO, 0.1's "auto": a JIT ELBO does not resume exactly (test_train.py)
-        base.append("inference.elbo=meanfield")
     scripted_validation(monkeypatch, scores, cls)
     whole_exp, _ = train(config(*base, "budget.lr_decays=1"), tmp_path / "whole", progress=False)
     scripted_validation(monkeypatch, scores, cls)

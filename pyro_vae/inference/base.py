@@ -120,15 +120,26 @@ class PyroELBO:
     def differentiable_loss(self, x, index, num_data, beta: float = 1.0) -> torch.Tensor:
         if self.jit and not self._validated and self.module is not None:
             _claim_param_store(self.module, self.model, self.guide, x, index, num_data)
+        if self.jit and tuple(x.shape) not in self._per_shape:
+            # Compiling runs the program three times (Pyro's parameter capture, the trace,
+            # the call), drawing three times the random numbers of a step. Compile on a
+            # call whose draws are given back, so that a step draws what an eager step
+            # draws whether or not it compiled: a resumed run, which compiles again at its
+            # first step, then draws what the uninterrupted run drew.
+            with preserved_rng():
+                self._loss(x, index, num_data, beta)
+        loss = self._loss(x, index, num_data, beta)
+        self._validated = True
+        return loss
+
+    def _loss(self, x, index, num_data, beta: float) -> torch.Tensor:
         weighted = scale_latents(beta) if beta != 1.0 else contextlib.nullcontext()
         with self._fast_path(), weighted, warnings.catch_warnings():
             # torch 2.13 deprecates torch.jit.trace, which Pyro's JIT ELBOs compile with
             # (once per batch shape); the pinned torch still runs it.
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=DeprecationWarning)
             # index is positional: the JIT keys its cache on keyword values, not on tensors.
-            loss = _differentiable_loss(self._for_shape(x), self.model, self.guide, x, index, num_data=num_data)
-        self._validated = True
-        return loss
+            return _differentiable_loss(self._for_shape(x), self.model, self.guide, x, index, num_data=num_data)
 
     def _fast_path(self) -> contextlib.AbstractContextManager:
         if not self._validated:

@@ -24,6 +24,7 @@ from pyro.infer import Predictive, Trace_ELBO
 
 from pyro_vae.evaluation import log_likelihood
 from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
+from pyro_vae.inference.annealing import scale_latents
 from pyro_vae.models import GAE
 
 
@@ -115,6 +116,28 @@ def test_running_the_story_leaves_the_training_state_unchanged(digits):
     for k in before:
         assert torch.equal(before[k], after[k]), k
     assert len(obj._pending) == pending
+
+
+def test_story_loss_weighs_the_enumerated_prior_and_the_entropy_by_beta(digits):
+    """Under scale_latents(β) (KL warm-up, β-VAE): −ELBO_β − (−ELBO_1) =
+    (β − 1) Σ_b [log q(z_b|x_b) − log P_{−b}(z_b)] · n/B: the enumerated data index shares
+    the weight with z. (The objective's own β: tests/models/test_gae_objective.py.)"""
+    gae = small_gae(digits)
+    n = gae.num_exemplars
+    index = torch.tensor([3, 17, 42, 5, 59])
+    x = gae.exemplars[index]
+    pyro.set_rng_seed(3)
+    guide_tr = poutine.trace(gae.guide).get_trace(x, index, n)
+    replayed = poutine.replay(gae.guide, trace=guide_tr)
+    losses = {}
+    for beta in (1.0, 0.1):
+        with scale_latents(beta):
+            losses[beta] = elbo().differentiable_loss(gae.model, replayed, x, index, n)
+    z = guide_tr.nodes["z"]["value"]
+    log_q = guide_tr.nodes["z"]["fn"].log_prob(z)
+    log_prior = own_excluded_log_probs(gae, z, index).logsumexp(-1) - math.log(n - 1)
+    expected = (0.1 - 1) * (log_q - log_prior).sum() * n / len(x)
+    torch.testing.assert_close(losses[0.1] - losses[1.0], expected, rtol=1e-4, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- leave-one-out
