@@ -9,6 +9,14 @@ its experiment is asked for.
   AEVB vs wake-sleep (Kingma & Welling 2014, figure 2).
 * ``aevb-fig3`` -- :mod:`~pyro_vae.experiments.aevb_fig3`: marginal log-likelihood
   against samples, AEVB vs wake-sleep vs MCEM (figure 3).
+* ``mnist-nll`` -- :mod:`~pyro_vae.experiments.mnist_nll`: test NLL of a one-layer VAE on
+  binarized MNIST (k = 5000).
+* ``frey-face`` -- :mod:`~pyro_vae.experiments.frey_face`: the test ELBO on Frey Face with a
+  Gaussian decoder, N_z = 2 and 20.
+* ``gae-nll`` -- :mod:`~pyro_vae.experiments.gae_nll`: test NLL of GAE and VAE at 1-4 hidden
+  layers (the GAE paper's table).
+* ``gae-parzen`` -- :mod:`~pyro_vae.experiments.gae_parzen`: Parzen-window log-likelihood of
+  the GAE on real-valued MNIST.
 
 From Python: ``run_experiment("aevb-fig2", max_minutes=30, out="results/fig2")`` runs
 the experiment with its command line's defaults and these options changed.
@@ -37,6 +45,14 @@ EXPERIMENTS: dict[str, Entry] = {
                        "lower bound against samples, AEVB vs wake-sleep (Kingma & Welling 2014, fig. 2)"),
     "aevb-fig3": Entry("pyro_vae.experiments.aevb_fig3",
                        "marginal log-likelihood against samples, AEVB vs wake-sleep vs MCEM (fig. 3)"),
+    "mnist-nll": Entry("pyro_vae.experiments.mnist_nll",
+                       "test NLL of a one-stochastic-layer VAE on binarized MNIST (k = 5000; target <= 88.0)"),
+    "frey-face": Entry("pyro_vae.experiments.frey_face",
+                       "test ELBO on Frey Face with a Gaussian decoder, N_z = 2 and 20"),
+    "gae-nll": Entry("pyro_vae.experiments.gae_nll",
+                     "test NLL of GAE and VAE at 1-4 hidden layers on binarized MNIST (the GAE paper's table)"),
+    "gae-parzen": Entry("pyro_vae.experiments.gae_parzen",
+                        "Parzen-window log-likelihood of the GAE on real-valued MNIST"),
 }
 
 
