@@ -72,6 +72,11 @@ class CurveRecorder(Callback):
 
     Its state (rows, marks left, training seconds, and the settings the rows were made
     under) is checkpointed with every epoch; resuming under other settings is refused.
+
+    ``train_seconds`` is the loop's time in training epochs (its steps, minibatches and
+    hooks) less the curve's evaluations: building the experiment and the checkpoints are
+    not counted. A row's figure is provisional until its epoch ends (the epoch's start is
+    known then, from the loop's ``seconds``).
     """
 
     def __init__(self, evaluate: Evaluator, labels: dict, max_samples: int, max_seconds: float,
@@ -85,21 +90,22 @@ class CurveRecorder(Callback):
         self.rows: list[dict] = []
         self.marks: Optional[list[int]] = None  # set at the first step (the batch size is the loop's)
         self.stopped = ""
-        self.train_seconds = 0.0
+        self.train_seconds = 0.0  # of the finished epochs
         self.steps = 0  # the last step this call saw
         self.started = time.perf_counter()  # this call's clock: the time budget counts from here
-        self._last = None  # when the previous step's hook returned
         self._eval: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        # This epoch's rows (row, when evaluated, evaluation seconds before it), its
+        # evaluation seconds so far, the previous epoch's end, the last step's end.
+        self._epoch_rows: list[tuple[dict, float, float]] = []
+        self._epoch_eval = 0.0
+        self._epoch_start: Optional[float] = None
+        self._in_epoch, self._last_step = False, self.started
 
     # ------------------------------------------------------------------ the loop's hooks
 
     def on_step_end(self, loop: Loop, figures: dict[str, float]) -> None:
-        now = time.perf_counter()
-        # Training time: since the previous hook returned (this step, and at an epoch's
-        # start the loop's end-of-epoch checkpoint), evaluations excluded; the first step
-        # of a call counts from the call's start (building the experiment included).
-        self.train_seconds += now - (self._last if self._last is not None else self.started)
-        self.steps = loop.state.step
+        now = self._last_step = time.perf_counter()
+        self._in_epoch, self.steps = True, loop.state.step
         if self.marks is None:
             self.marks = checkpoints(loop.batch_size, self.max_samples, self.num_points)
         samples = self.samples(loop)
@@ -113,7 +119,22 @@ class CurveRecorder(Callback):
         if done or over_time:
             self.stopped = "samples" if done else "time"
             loop.request_stop(self.stopped)
-        self._last = time.perf_counter()
+
+    def on_epoch_end(self, loop: Loop, row: dict) -> None:
+        """The epoch's training seconds are the loop's less the evaluations; its rows get
+        their exact figure (the epoch began ``row["seconds"]`` ago)."""
+        end = time.perf_counter()
+        start = end - row["seconds"]
+        for r, when, evaluated in self._epoch_rows:
+            r["train_seconds"] = round(self.train_seconds + when - start - evaluated, 3)
+        self.train_seconds += row["seconds"] - self._epoch_eval
+        self._epoch_rows, self._epoch_eval, self._epoch_start, self._in_epoch = [], 0.0, end, False
+
+    def _seconds_at(self, when: float) -> float:
+        """Training seconds at ``when`` within an unfinished epoch (its start taken as the
+        previous epoch's end, or in the first epoch of a call as the call's start)."""
+        start = self._epoch_start if self._epoch_start is not None else self.started
+        return self.train_seconds + when - start - self._epoch_eval
 
     def state_dict(self) -> dict:
         return {"settings": self.settings, "rows": self.rows, "marks": self.marks, "stopped": self.stopped,
@@ -155,15 +176,18 @@ class CurveRecorder(Callback):
         loop.module.eval()
         figures = self.evaluate(loop.module, loop.inference, x_train, x_test)
         loop.module.train()
+        seconds = time.perf_counter() - t0
         row = {**self.labels, "samples": self.samples(loop), "steps": loop.state.step,
-               "train_seconds": round(self.train_seconds, 3), "eval_seconds": round(time.perf_counter() - t0, 3),
-               **figures}
+               "train_seconds": round(self._seconds_at(t0), 3), "eval_seconds": round(seconds, 3), **figures}
         self.rows.append(row)
+        self._epoch_rows.append((row, t0, self._epoch_eval))
+        self._epoch_eval += seconds
         shown = " ".join(f"{k}={v:.2f}" for k, v in figures.items() if isinstance(v, float))
         self.log(f"  {_label(self.labels)} samples={row['samples']} {shown}{' (' + reason + ')' if reason else ''}")
 
     def curve(self, steps: int) -> Curve:
-        return Curve(self.labels, self.rows, self.stopped, steps, self.train_seconds)
+        seconds = self._seconds_at(self._last_step) if self._in_epoch else self.train_seconds  # (diverged)
+        return Curve(self.labels, self.rows, self.stopped, steps, seconds)
 
 
 def curve_config(config: Config, max_samples: int) -> Config:
