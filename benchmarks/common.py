@@ -11,7 +11,8 @@
 * output: :func:`write_json`.
 
 The scripts run from the repository root (``python benchmarks/<script>.py``), which puts
-this folder on ``sys.path``.
+this folder on ``sys.path``. torch and the package are imported where they are used, so
+that a script's launcher process (``distributed_throughput.py``) stays light.
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 from unittest import mock
-
-import torch
-
-import pyro_vae.train
-from pyro_vae.config import Config, migrate_legacy
 
 # ----------------------------------------------------------------------------- options
 
@@ -60,6 +56,8 @@ def settings(items: Iterable[str]) -> dict:
     """``["bandwidth=shared", "neighbours=64"]`` -> ``{"bandwidth": "shared", "neighbours": 64}``:
     values in JSON (a bare word is a string), pyro-vae 0.1's ``exemplar_*`` GAE names under
     this release's (``exemplar_bandwidth`` -> ``bandwidth``)."""
+    from pyro_vae.config import migrate_legacy
+
     out = {}
     for item in items:
         key, _, value = item.partition("=")
@@ -76,6 +74,8 @@ def settings(items: Iterable[str]) -> dict:
 
 def set_threads(threads: Optional[int]) -> None:
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -98,6 +98,8 @@ def cpu_name() -> str:
 
 def machine() -> str:
     """The CPU, its count, torch's and Python's versions, on one line."""
+    import torch
+
     return f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, python {platform.python_version()}"
 
 
@@ -124,10 +126,12 @@ def spread(values: list[float]) -> str:
 # ----------------------------------------------------------------------------- experiments
 
 
-def gae_config(args, layers: int, **model) -> Config:
+def gae_config(args, layers: int, **model):
     """Static binarized MNIST, ``layers`` hidden layers of ``args.hidden_size``, the
     package's defaults otherwise (Adam 1e-3; ``elbo = "auto"``: the GAE's own objective);
     ``model`` entries on top (``name="gae"``, ``estimator="random"``, ...)."""
+    from pyro_vae.config import Config
+
     return Config.from_dict({
         "seed": args.seed,
         "data": {"name": "binarized_mnist", "binarize": "none", "batch_size": args.batch_size,
@@ -142,6 +146,8 @@ def cached_datasets() -> Iterator[None]:
     """Within it, :func:`pyro_vae.train.build` loads each data set once (by its
     arguments) and hands every later experiment the same splits: a benchmark that builds
     many models on one data set times the models, not the file reading."""
+    import pyro_vae.train
+
     real, cache = pyro_vae.train.load_dataset, {}
 
     def load(*args, **kwargs):

@@ -245,4 +245,4 @@ def test_the_smoke_runs_are_quick(smoke):
     """Each a few seconds of work past the interpreter's start; printed for the record."""
     times = {name: round(done.seconds, 1) for name, done in smoke[1].items()}
     print(json.dumps(times, indent=1))
-    assert max(times.values()) < 120, times
+    assert max(times.values()) < 300, times
