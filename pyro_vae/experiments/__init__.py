@@ -80,13 +80,17 @@ def listing() -> str:
 
 def run_experiment(name: str, **options):
     """Run experiment ``name`` with its command line's defaults, ``options`` (the
-    options' ``dest`` names: ``max_minutes=30``) changed; returns what ``run`` returns."""
+    options' ``dest`` names: ``max_minutes=30``) changed; returns what ``run`` returns.
+    A string value goes through its option's type, as on the command line (``out="x"``
+    is a path)."""
     parser = make_parser(name)
     args = parser.parse_args([])
     unknown = sorted(set(options) - set(vars(args)))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for experiment {name!r}; known: {sorted(vars(args))}")
-    vars(args).update(options)
+    types = {action.dest: action.type for action in parser._actions if callable(action.type)}
+    for key, value in options.items():
+        setattr(args, key, types[key](value) if isinstance(value, str) and key in types else value)
     return load(name).run(args)
 
 
