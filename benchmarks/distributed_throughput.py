@@ -3,6 +3,8 @@
     python benchmarks/distributed_throughput.py [--workload digits mnist mnist-b1000]
                                                  [--seconds 8] [--repeats 2] [--out FILE]
     python benchmarks/distributed_throughput.py --report results/distributed_throughput.json
+    python benchmarks/distributed_throughput.py --workload digits --setups 1x1 2x1 --seconds 0.2 --reps 5 \\
+        --out DIR/throughput.json                                     # smoke test
 
 For each workload it times the training loop's own pieces (the sharded loader, the
 inference step with the gradient all-reduce hook of :mod:`pyro_vae.distributed`) in
@@ -28,7 +30,8 @@ config) and ``mnist`` (synthetic binary 28x28 data, the AEVB MNIST architecture
 ``mnist-b1000``, the same with a global batch of 1000 (ten times the arithmetic per
 gradient exchanged), and ``gae-digits``, the GAE on the digits (its prior over all
 1437 training points), whose processes also gather their cache rows every step (timed
-apart: ``cache_gather_ms_per_step``).
+apart: ``cache_gather_ms_per_step``; the cache is the GAE's training objective's).
+``--setups`` picks some of the three setups (``PxT``: P processes of T threads).
 """
 
 from __future__ import annotations
@@ -43,14 +46,16 @@ import sys
 import time
 from pathlib import Path
 
+from common import load_average, write_json
+
 WORKLOADS = {
-    "digits": ["model.hidden=[200]", "model.z_dim=2", "data.batch_size=100"],
-    "mnist": ["model.hidden=[500]", "model.z_dim=20", "data.batch_size=100"],
-    "mnist-b1000": ["model.hidden=[500]", "model.z_dim=20", "data.batch_size=1000"],
-    "gae-digits": ["model.name=gae", "model.hidden=[200]", "model.z_dim=2", "data.batch_size=100",
-                   "inference.elbo=trace_enum"],
+    "digits": ["model.hidden=[200]", "model.z_dim=2", "data.batch_size=100", "inference.elbo=meanfield"],
+    "mnist": ["model.hidden=[500]", "model.z_dim=20", "data.batch_size=100", "inference.elbo=meanfield"],
+    "mnist-b1000": ["model.hidden=[500]", "model.z_dim=20", "data.batch_size=1000", "inference.elbo=meanfield"],
+    # elbo = "auto": the GAE trains with its own objective (the exemplar estimator over its cache)
+    "gae-digits": ["model.name=gae", "model.hidden=[200]", "model.z_dim=2", "data.batch_size=100"],
 }
-COMMON = ["inference.elbo=meanfield", "eval.num_samples=0", "eval.plots=false"]
+COMMON = ["eval.num_samples=0", "eval.plots=false"]
 
 
 class _Timer:
@@ -74,6 +79,13 @@ def _time_gathers() -> None:
 SETUPS = [(1, 1), (1, 2), (2, 1)]  # (processes, threads per process)
 
 
+def _setup(text: str) -> tuple[int, int]:
+    procs, _, threads = text.partition("x")
+    if (int(procs), int(threads)) not in SETUPS:
+        raise argparse.ArgumentTypeError(f"setup {text!r}: choose from {[f'{p}x{t}' for p, t in SETUPS]}")
+    return int(procs), int(threads)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,25 +97,35 @@ def _experiment(workload: str):
 
     from pyro_vae.config import Config
     from pyro_vae.data import DataSplits
-    from pyro_vae.inference import build_inference
-    from pyro_vae.models import build_model
+    from pyro_vae.registry import build_inference, build_model
     from pyro_vae.train import Experiment, build
 
-    config = Config().with_overrides(COMMON + WORKLOADS[workload])
+    config = Config().with_overrides(COMMON + WORKLOADS[workload] + ["run.device=cpu"])
     if not workload.startswith("mnist"):
         return build(config)
     g = torch.Generator().manual_seed(0)
-    rows = lambda n: (torch.rand(n, 784, generator=g) < 0.2).float()  # noqa: E731
-    data = DataSplits("synthetic-mnist", rows(10_000), rows(1000), rows(1000), (28, 28), binarize="static")
+    rows = lambda n: (torch.rand(n, 1, 28, 28, generator=g) < 0.2).float()  # noqa: E731
+    data = DataSplits("synthetic-mnist", rows(10_000), rows(1000), rows(1000), (1, 28, 28), binarize="static")
     torch.manual_seed(config.seed)
     module = build_model(config, data)
-    return Experiment(config, data, module, build_inference(config, module))
+    return Experiment(config, data, module, build_inference(config, module), torch.device("cpu"))
+
+
+def _loader(exp, epoch: int):
+    """This process's shard of the epoch's global batches, as the training loop takes them
+    (:meth:`pyro_vae.loop.Loop.loader`)."""
+    from pyro_vae import distributed
+
+    cfg, data = exp.config, exp.data
+    return data.loader("train", cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                       drop_last=len(data.train) >= cfg.data.batch_size,
+                       dynamic_binarize=data.binarize == "dynamic",
+                       rank=distributed.rank(), world_size=distributed.world_size())
 
 
 def _steps(exp, sync, seconds: float, warmup: int = 20):
     """Train for about ``seconds`` after ``warmup`` steps: (steps, wall seconds)."""
     from pyro_vae import distributed
-    from pyro_vae.train import _loader
 
     num_data = len(exp.data.train)
     batch = min(exp.config.data.batch_size, num_data)
@@ -135,7 +157,7 @@ def _steps(exp, sync, seconds: float, warmup: int = 20):
             return steps, time.perf_counter() - start
 
 
-def worker(workload: str, seconds: float) -> None:
+def worker(workload: str, seconds: float, reps: int = 60) -> None:
     import torch
 
     from pyro_vae import distributed
@@ -167,7 +189,7 @@ def worker(workload: str, seconds: float) -> None:
             torch.distributed.all_reduce(tiny)
         row["latency_allreduce_ms"] = 1e3 * (time.perf_counter() - t) / k
     else:
-        row["step_ms_by_batch"] = _step_by_batch(exp, [1, batch // 2, batch])
+        row["step_ms_by_batch"] = _step_by_batch(exp, [1, batch // 2, batch], reps)
     if distributed.is_main():
         print("RESULT " + json.dumps(row), flush=True)
     distributed.shutdown(barrier=True)
@@ -190,11 +212,11 @@ def _step_by_batch(exp, sizes, reps: int = 60) -> dict:
     return out
 
 
-def run_setup(workload: str, procs: int, threads: int, seconds: float) -> dict:
+def run_setup(workload: str, procs: int, threads: int, seconds: float, reps: int = 60) -> dict:
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(procs), "LOCAL_WORLD_SIZE": str(procs)}
-    cmd = [sys.executable, __file__, "--worker", workload, "--seconds", str(seconds)]
+    cmd = [sys.executable, __file__, "--worker", workload, "--seconds", str(seconds), "--reps", str(reps)]
     ps = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
                            text=True) for r in range(procs)]
     outs = [p.communicate(timeout=600)[0] for p in ps]
@@ -273,31 +295,31 @@ def main() -> None:
     p.add_argument("--workload", nargs="+", choices=sorted(WORKLOADS), default=["digits", "mnist", "mnist-b1000"])
     p.add_argument("--seconds", type=float, default=8.0, help="timed training per setup")
     p.add_argument("--repeats", type=int, default=1, help="run the setups this many times, interleaved")
+    p.add_argument("--setups", type=_setup, nargs="+", default=SETUPS, metavar="PxT",
+                   help="setups to run: 1x1 1x2 2x1 (default all)")
+    p.add_argument("--reps", type=int, default=60, help="timed steps per batch size of the 1-process split")
     p.add_argument("--out", type=Path, default=Path("results/distributed_throughput.json"),
                    help="write the rows as JSON here (default: %(default)s)")
     p.add_argument("--report", type=Path, help="only print the tables of an earlier --out file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.worker, args.seconds)
+        return worker(args.worker, args.seconds, args.reps)
     if args.report:
         saved = json.loads(args.report.read_text())
         print(f"load average before: {saved['load_before']}, after: {saved['load_after']}\n")
         return report(saved["rows"])
     rows = []
-    load = os.getloadavg()
+    load = load_average()
     for _ in range(args.repeats):
         for workload in args.workload:
-            for procs, threads in SETUPS:
-                rows.append(run_setup(workload, procs, threads, args.seconds))
+            for procs, threads in args.setups:
+                rows.append(run_setup(workload, procs, threads, args.seconds, args.reps))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\nload average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; after: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)\n")
+    print(f"\nload average before: {load}; after: {load_average()} ({os.cpu_count()} CPUs)\n")
     report(rows)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"load_before": load, "load_after": os.getloadavg(), "rows": rows},
-                                       indent=2) + "\n")
+        write_json(args.out, {"load_before": load, "load_after": load_average(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -6,31 +6,35 @@ same minibatches of static binarized MNIST (batch 100, Adam 1e-3), round-robin, 
 machine load hits all alike. Models:
 
 * ``vae``: the VAE, ``elbo = "auto"`` (analytic KL);
-* ``gae``: the GAE with its default scalable estimator (``exemplar_estimator = "knn"``:
+* ``gae``: the GAE with its default scalable estimator (``estimator = "knn"``:
   neighbour lists plus a uniform tail sample over a cache of all n encoder statistics;
-  see ``pyro_vae.models.gae``), ``elbo = "auto"`` (``TraceEnum_ELBO``);
-* ``gae-shared``: the same with ``exemplar_bandwidth = "shared"`` (components
+  see ``pyro_vae.models.gae``), ``elbo = "auto"`` (its training objective
+  ``ExemplarELBO``);
+* ``gae-shared``: the same with ``bandwidth = "shared"`` (components
   ``N(μ_j, diag s²)``, one learned bandwidth per dimension);
 * ``naive-<m>``: plain enumeration over ``m`` random exemplars encoded afresh with
-  gradients each step (``exemplar_estimator = "random"``, ``exemplar_tail = m``);
+  gradients each step (``estimator = "random"``, ``tail = m``);
 * ``exact``: enumeration over all n = 50000 exemplars encoded afresh with gradients
   (``"exact"``, the definition), timed over a few steps only.
 
 Reported: the median milliseconds per step after ``--warmup`` steps, the ratio to the
 VAE's median, and for both GAEs also the *amortized* ratio, which adds their neighbour-list
 rebuild (the median of three, timed separately) spread over the steps between two rebuilds
-(``GAE.rebuild_period``: ``exemplar_refresh``, by default two epochs). The GAE's first step
-(filling the cache and the first lists) is reported apart.
+(``ExemplarELBO.rebuild_period``: ``[model] refresh_every``, by default two epochs). The
+GAE's training state (cache, lists, rebuild) is its training objective's,
+``exp.inference.objective``. The GAE's first step (filling the cache and the first lists)
+is reported apart.
 
     python benchmarks/gae_step_time.py                       # 1 and 2 hidden layers, ~10 min
     python benchmarks/gae_step_time.py --steps 20 --layers 1 --exact-steps 1   # quick look
+    python benchmarks/gae_step_time.py --layers 1 --steps 2 --warmup 1 --naive-exemplars 50 --exact-steps 1 \\
+        --n-train 500 --hidden-size 50                       # smoke test, seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -40,58 +44,34 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyro_vae.config import Config
+from common import add_gae_model, add_threads, cached_datasets, gae_config, load_average, median_ms, seconds, \
+    set_threads, settings, write_json
 from pyro_vae.train import build
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, nargs="+", default=[1, 2], help="hidden layers of encoder and decoder")
-    p.add_argument("--hidden-size", type=int, default=500)
-    p.add_argument("--z-dim", type=int, default=40)
-    p.add_argument("--activation", default="relu")
-    p.add_argument("--batch-size", type=int, default=100)
+    add_gae_model(p)
     p.add_argument("--steps", type=int, default=100, help="timed steps per model (after warm-up)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--naive-exemplars", type=int, nargs="*", default=[1000])
     p.add_argument("--exact-steps", type=int, default=3, help="steps of the all-n exact estimator (0: skip)")
     p.add_argument("--gae", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra [model] entries for the GAE, e.g. exemplar_neighbours=64")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir")
+                   help="extra [model] entries for the GAE, e.g. neighbours=64")
+    add_threads(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/gae_step_time"))
     return p.parse_args(argv)
 
 
-def config(args, layers: int, **model) -> Config:
-    return Config.from_dict({
-        "seed": args.seed,
-        "data": {"name": "binarized_mnist", "binarize": "none", "batch_size": args.batch_size,
-                 "data_dir": args.data_dir},
-        "model": {"z_dim": args.z_dim, "hidden": [args.hidden_size] * layers, "activation": args.activation,
-                  **model},
-    })
-
-
-def extra_settings(items):
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:  # a bare word: a string setting, e.g. exemplar_bandwidth=shared
-            out[key] = value
-    return out
-
-
 def run_depth(args, layers: int) -> dict:
-    gae_extra = extra_settings(args.gae)
+    gae_extra = settings(args.gae)
     specs = {"vae": {"name": "vae"}, "gae": {"name": "gae", **gae_extra},
-             "gae-shared": {"name": "gae", **gae_extra, "exemplar_bandwidth": "shared"}}
+             "gae-shared": {"name": "gae", **gae_extra, "bandwidth": "shared"}}
     for m in args.naive_exemplars:
-        specs[f"naive-{m}"] = {"name": "gae", "exemplar_estimator": "random", "exemplar_tail": m}
-    exps = {name: build(config(args, layers, **spec)) for name, spec in specs.items()}
+        specs[f"naive-{m}"] = {"name": "gae", "estimator": "random", "tail": m}
+    exps = {name: build(gae_config(args, layers, **spec)) for name, spec in specs.items()}
     data = exps["vae"].data.train
     n, b = len(data), args.batch_size
     gen = torch.Generator().manual_seed(args.seed)
@@ -111,11 +91,13 @@ def run_depth(args, layers: int) -> dict:
             exps[name].inference.step(data[idx], idx, n)
             if s >= args.warmup:
                 times[name].append(time.perf_counter() - t)
-    medians = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    medians = {name: median_ms(v) for name, v in times.items()}
 
-    rebuild = {name: statistics.median(_seconds(exps[name].module.rebuild_neighbours) for _ in range(3))
-               for name in ("gae", "gae-shared")}
-    period = {name: exps[name].module.rebuild_period(b) for name in rebuild}  # 0: never after the first
+    # The GAE's training state is its objective's (the cache, the lists, their rebuild).
+    objectives = {name: exps[name].inference.objective for name in ("gae", "gae-shared")}
+    rebuild = {name: statistics.median(seconds(objective.rebuild_neighbours) for _ in range(3))
+               for name, objective in objectives.items()}
+    period = {name: objective.rebuild_period(b) for name, objective in objectives.items()}  # 0: never after the first
     amortized = {name: medians[name] + (1000 * s / period[name] if period[name] else 0.0)
                  for name, s in rebuild.items()}
     row = {
@@ -129,9 +111,9 @@ def run_depth(args, layers: int) -> dict:
         "amortized_ratio": {name: ms / medians["vae"] for name, ms in amortized.items()},
     }
     if args.exact_steps:
-        del exps
-        exact = build(config(args, layers, name="gae", exemplar_estimator="exact"))
-        vae = build(config(args, layers, name="vae"))
+        del exps, objectives
+        exact = build(gae_config(args, layers, name="gae", estimator="exact"))
+        vae = build(gae_config(args, layers, name="vae"))
         vae.inference.step(data[batches[0]], batches[0], n)
         ex_t, vae_t = [], []
         for idx in batches[1 : 1 + args.exact_steps]:
@@ -141,31 +123,25 @@ def run_depth(args, layers: int) -> dict:
             t = time.perf_counter()
             vae.inference.step(data[idx], idx, n)
             vae_t.append(time.perf_counter() - t)
-        row["ms_per_step"]["exact"] = statistics.median(ex_t) * 1000
+        row["ms_per_step"]["exact"] = median_ms(ex_t)
         row["ratio_to_vae"]["exact"] = statistics.median(ex_t) / statistics.median(vae_t)
     return row
 
 
-def _seconds(call) -> float:
-    t = time.perf_counter()
-    call()
-    return time.perf_counter() - t
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
     pyro.set_rng_seed(args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    print(f"threads {args.threads}, load average at start {os.getloadavg()}", flush=True)
+    print(f"threads {args.threads}, load average at start {load_average()}", flush=True)
     rows = []
-    for layers in args.layers:
-        row = run_depth(args, layers)
-        rows.append(row)
-        print(json.dumps(row, indent=1), flush=True)
+    with cached_datasets():  # every model on the one copy of the data
+        for layers in args.layers:
+            row = run_depth(args, layers)
+            rows.append(row)
+            print(json.dumps(row, indent=1), flush=True)
     names = list(rows[0]["ms_per_step"])
-    print(f"\nload average at end {os.getloadavg()}\n")
+    print(f"\nload average at end {load_average()}\n")
     amortized = list(rows[0]["amortized_ms"])
     print("| hidden layers | " + " | ".join(f"{n} ms (x VAE)" for n in names)
           + "".join(f" | {n} amortized (x VAE)" for n in amortized) + " |")
@@ -174,8 +150,7 @@ def main(argv=None) -> int:
         cells = [f"{r['ms_per_step'][n]:.1f} (x{r['ratio_to_vae'][n]:.2f})" for n in names]
         cells += [f"{r['amortized_ms'][n]:.1f} (x{r['amortized_ratio'][n]:.2f})" for n in amortized]
         print(f"| {r['layers']} | " + " | ".join(cells) + " |")
-    (args.out / "summary.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                        "rows": rows}, indent=2) + "\n")
+    write_json(args.out / "summary.json", {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     return 0
 
 

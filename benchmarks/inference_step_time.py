@@ -2,6 +2,8 @@
 to the SVI step, and the throughput of MCEM's HMC E-step in effective samples per second.
 
     python benchmarks/inference_step_time.py [--steps 30] [--threads 1] [--out results/benchmarks]
+    python benchmarks/inference_step_time.py --n-data 500 --steps 1 --warmup 0 --train-steps 2 --draws 10 \\
+        --hmc-warmup 5 --per-point-points 0 --out DIR                    # smoke test, seconds
 
 Model: the VAE of AEVB figure 3 (binarized MNIST, 100 tanh hidden units, N_z = 3) and of
 figure 2 (500 hidden units, N_z = 20); one minibatch of 100 points. Each algorithm takes
@@ -11,7 +13,7 @@ E-step throughput: a figure-3 VAE first trained briefly with SVI (so that the po
 is that of a fitted model), then HMC of p(z|x) for 100 test points with 10 leapfrog steps
 and the step size tuned to 90% acceptance:
 
-* ``batched``: :class:`pyro_vae.inference.hmc.BatchedHMC`, 4 chains per point, per-point
+* ``batched``: :class:`pyro_vae.hmc.BatchedHMC`, 4 chains per point, per-point
   accept/reject;
 * ``pyro_joint``: :class:`pyro.infer.mcmc.HMC` over the batch's joint potential (one chain,
   one accept/reject for all 100 points);
@@ -21,13 +23,14 @@ and the step size tuned to 90% acceptance:
 ESS is ArviZ's bulk ESS of every latent coordinate; "ESS/s" is the sum over points of the
 smallest ESS among that point's coordinates, divided by the sampling seconds (warm-up
 excluded): effective independent draws of whole z vectors per second.
+
+Every experiment is built from a package config (``pyro_vae.train.build``, the data read
+once for all of them).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,8 +41,9 @@ import pyro
 import pyro.infer.mcmc
 import torch
 
+from common import add_threads, cached_datasets, median_ms, set_threads, write_json
 from pyro_vae.config import Config
-from pyro_vae.inference.hmc import LatentSpace, PosteriorSamples, sample_posterior, summarize_chains
+from pyro_vae.hmc import LatentSpace, PosteriorSamples, sample_posterior, summarize_chains
 from pyro_vae.train import build
 
 ALGORITHMS = {
@@ -64,14 +68,20 @@ BASE = ['data.name="binarized_mnist"', 'data.binarize="none"', "data.batch_size=
         "optim.name=adagrad", "optim.lr=0.02", "eval.num_samples=0", "eval.plots=false"]
 
 
-def step_times(steps: int, warmup: int) -> dict:
+def base_overrides(n_data) -> list[str]:
+    """:data:`BASE`, with every split cut to a fixed random subset of ``n_data`` points (None: whole)."""
+    sizes = [] if n_data is None else [f"data.{s}_size={n_data}" for s in ("train", "valid", "test")]
+    return BASE + sizes
+
+
+def step_times(steps: int, warmup: int, shared: list[str] = BASE) -> dict:
     out = {}
     for model_name, model_overrides in MODELS.items():
-        exp = build(Config().with_overrides(BASE + model_overrides))
+        exp = build(Config().with_overrides(shared + model_overrides))
         x, index, n = exp.data.train[:100], torch.arange(100), len(exp.data.train)
         times = {}
         for name, overrides in ALGORITHMS.items():
-            config = Config().with_overrides(BASE + model_overrides + overrides)
+            config = Config().with_overrides(shared + model_overrides + overrides)
             exp = build(config)
             inference = exp.inference
             for _ in range(warmup):
@@ -81,7 +91,7 @@ def step_times(steps: int, warmup: int) -> dict:
                 t0 = time.perf_counter()
                 inference.step(x, index, n)
                 ts.append(time.perf_counter() - t0)
-            times[name] = statistics.median(ts) * 1000
+            times[name] = median_ms(ts)
             print(f"  [{model_name}] {name}: {times[name]:.2f} ms", flush=True)
         base = times["svi (meanfield)"]
         out[model_name] = {name: {"ms": round(t, 3), "ratio_to_svi": round(t / base, 2)} for name, t in times.items()}
@@ -93,8 +103,9 @@ def _ess_per_point(idata) -> np.ndarray:
     return ess.min(-1)
 
 
-def e_step_throughput(train_steps: int, draws: int, warmup: int, per_point_points: int) -> dict:
-    config = Config().with_overrides(BASE + list(MODELS["fig3: N_z=3, 100 hidden"]) + ALGORITHMS["svi (meanfield)"])
+def e_step_throughput(train_steps: int, draws: int, warmup: int, per_point_points: int,
+                      shared: list[str] = BASE) -> dict:
+    config = Config().with_overrides(shared + list(MODELS["fig3: N_z=3, 100 hidden"]) + ALGORITHMS["svi (meanfield)"])
     exp = build(config)
     n = len(exp.data.train)
     loader = exp.data.loader("train", 100, shuffle=True, seed=0, epoch=0, drop_last=True)
@@ -111,7 +122,8 @@ def e_step_throughput(train_steps: int, draws: int, warmup: int, per_point_point
     pyro.set_rng_seed(0)
     joint = sample_posterior(model, x, num_draws=draws, num_warmup=warmup, num_chains=1, backend="pyro")
     out["pyro_joint"] = _report(joint, chains=1)
-    out["pyro_per_point"] = _pyro_per_point(model, x[:per_point_points], draws, warmup)
+    if per_point_points:
+        out["pyro_per_point"] = _pyro_per_point(model, x[:per_point_points], draws, warmup)
     return out
 
 
@@ -155,27 +167,29 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    add_threads(p)
     p.add_argument("--train-steps", type=int, default=300, help="SVI steps before the E-step benchmark")
     p.add_argument("--draws", type=int, default=200)
     p.add_argument("--hmc-warmup", type=int, default=100)
-    p.add_argument("--per-point-points", type=int, default=5)
+    p.add_argument("--per-point-points", type=int, default=5, help="points of the pyro_per_point runs (0: skip)")
+    p.add_argument("--n-data", type=int,
+                   help="a fixed random subset of N points (>= 100) of every split (a quick look; default: all)")
     p.add_argument("--skip-steps", action="store_true")
     p.add_argument("--skip-e-step", action="store_true")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     result = {"threads": args.threads, "torch": torch.__version__, "pyro": pyro.__version__}
-    if not args.skip_steps:
-        print("per-step cost (median ms, batch of 100):")
-        result["step_ms"] = step_times(args.steps, args.warmup)
-    if not args.skip_e_step:
-        print("MCEM E-step throughput:")
-        result["e_step"] = e_step_throughput(args.train_steps, args.draws, args.hmc_warmup, args.per_point_points)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "inference_step_time.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    with cached_datasets():  # binarized MNIST read once for the 22 experiments
+        if not args.skip_steps:
+            print("per-step cost (median ms, batch of 100):")
+            result["step_ms"] = step_times(args.steps, args.warmup, base_overrides(args.n_data))
+        if not args.skip_e_step:
+            print("MCEM E-step throughput:")
+            result["e_step"] = e_step_throughput(args.train_steps, args.draws, args.hmc_warmup,
+                                                 args.per_point_points, base_overrides(args.n_data))
+    path = write_json(args.out / "inference_step_time.json", result)
+    print(path.read_text(), end="")
     print(f"written to {path}")
     return 0
 

@@ -7,9 +7,9 @@ optimizer), the per-step NaN check and logging, and the progress bar (drawn, to
 epoch's training steps (not the end-of-epoch validation and checkpoint). Each package
 block is one ``train`` call of two epochs: the first warms up (JIT compilation,
 allocator, caches) and is not counted, the second is. An epoch is ``--steps`` batches:
-the training split is cut to its first ``steps * 100`` images (and the validation split,
-which is not timed, to 1000) by handing ``train`` a smaller data set where it loads
-one; the loop that runs is the package's own, unchanged.
+the training split is cut to a fixed random subset of ``steps * 100`` images (and the
+validation split, which is not timed, to 1000) by the config's ``[data] train_size`` and
+``valid_size``; the loop that runs is the package's own, unchanged.
 
 The reference is a plain-PyTorch VAE of the same architecture and objective:
 784-500-500-50 encoder and decoder, tanh, Bernoulli decoder (logits), diagonal Gaussian
@@ -26,6 +26,7 @@ one run: on a busy machine the absolute figures drift, the interleaved ratios mu
 
     python benchmarks/step_time.py                     # all variants, threads 1 and 2
     python benchmarks/step_time.py --repeats 5 --threads 1 --elbos jit_meanfield
+    python benchmarks/step_time.py --steps 2 --repeats 1 --threads 1 --elbos meanfield   # smoke test
 """
 
 from __future__ import annotations
@@ -33,33 +34,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import statistics
 import sys
-import dataclasses
 import tempfile
 import time
-from pathlib import Path
-from unittest import mock
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common import add_data_dir, load_average, machine, spread
 from pyro_vae.config import Config
 from pyro_vae.data import load_dataset
-from pyro_vae.inference.svi import make_optimizer
-import pyro_vae.train
+from pyro_vae.inference.optim import make_optimizer
 from pyro_vae.train import train
 
 ELBOS = ("meanfield", "jit_meanfield", "trace", "jit_trace")
 X_DIM, HIDDEN, Z_DIM, BATCH, LR, SEED = 784, 500, 50, 100, 1e-3, 0
 
 
-def package_config(elbo: str, epochs: int, data_dir: str | None) -> Config:
+#: The validation split, not timed, cut to this many images.
+VALID = 1000
+
+
+def package_config(elbo: str, epochs: int, data_dir: str | None, steps: int) -> Config:
     return Config.from_dict({
         "seed": SEED,
-        "data": {"name": "binarized_mnist", "data_dir": data_dir, "binarize": "none", "batch_size": BATCH},
+        "data": {"name": "binarized_mnist", "data_dir": data_dir, "binarize": "none", "batch_size": BATCH,
+                 "train_size": steps * BATCH, "valid_size": VALID},
         "model": {"name": "vae", "z_dim": Z_DIM, "hidden": [HIDDEN, HIDDEN], "activation": "tanh",
                   "likelihood": "bernoulli"},
         "inference": {"name": "svi", "elbo": elbo, "num_particles": 1},
@@ -70,7 +72,8 @@ def package_config(elbo: str, epochs: int, data_dir: str | None) -> Config:
 
 
 class ReferenceVAE(nn.Module):
-    """The same VAE in plain PyTorch: ``loss(x)`` is −ELBO (estimator B) * N / batch."""
+    """The same VAE in plain PyTorch: ``loss(x)`` is −ELBO (estimator B) * N / batch (``x``
+    flattened: the package's data keep their event shape)."""
 
     def __init__(self, num_data: int):
         super().__init__()
@@ -81,6 +84,7 @@ class ReferenceVAE(nn.Module):
                                      nn.Linear(HIDDEN, X_DIM))
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
         h = self.encoder(x)
         loc, log_var = self.loc(h), self.log_var(h)
         z = loc + torch.exp(0.5 * log_var) * torch.randn_like(loc)
@@ -128,35 +132,19 @@ class Reference:
 
 
 def package_block(elbo: str, data, data_dir: str | None) -> tuple[float, int]:
-    """Seconds and steps of the second epoch of a two-epoch ``train`` on ``data``."""
-    config = package_config(elbo, 2, data_dir)
+    """Seconds and steps of the second epoch of a two-epoch ``train`` on the subsets of
+    ``data`` (what the config's ``train_size`` and ``valid_size`` load)."""
+    config = package_config(elbo, 2, data_dir, len(data.train) // BATCH)
     with tempfile.TemporaryDirectory(prefix="step_time-") as run_dir, \
-            mock.patch.object(pyro_vae.train, "load_dataset", lambda *args, **kwargs: data), \
             open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
-        _, state = train(config, run_dir, progress=True)
+        exp, state = train(config, run_dir, progress=True)
+    if not torch.equal(exp.data.train, data.train):
+        raise RuntimeError("the package trained on other images than the reference's")
     first, timed = state.history
     steps = timed["step"] - first["step"]
     if steps != len(data.train) // BATCH:
-        raise RuntimeError(f"train ran {steps} steps an epoch, not {len(data.train) // BATCH}: "
-                           "it no longer loads its data through pyro_vae.train.load_dataset")
+        raise RuntimeError(f"train ran {steps} steps an epoch, not {len(data.train) // BATCH}")
     return timed["seconds"], steps
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,16 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="blocks per variant; medians are reported (default 3)")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts (default 1 2)")
     p.add_argument("--elbos", nargs="+", choices=ELBOS, default=list(ELBOS), help="ELBO variants (default all)")
-    p.add_argument("--data-dir", help="folder holding binarized_mnist/ (default: the package's search path)")
+    add_data_dir(p)
     args = p.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or min(args.threads) < 1:
         p.error("--steps, --repeats and --threads must be positive")
 
-    full = load_dataset("binarized_mnist", args.data_dir)
-    steps = min(args.steps, len(full.train) // BATCH)
-    data = dataclasses.replace(full, train=full.train[: steps * BATCH], valid=full.valid[:1000])
-    print(f"pyro-vae step time: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"python {platform.python_version()}")
+    steps = min(args.steps, 500)  # 500 batches: all 50000 training images
+    data = load_dataset("binarized_mnist", args.data_dir, train_size=steps * BATCH, valid_size=VALID)
+    print(f"pyro-vae step time: {machine()}")
     print(f"binarized MNIST, 784-500-500-50 tanh, batch {BATCH}, Adam lr {LR}; {steps} timed steps per block, "
           f"{args.repeats} repeats, medians; load average at start: {load_average()}", flush=True)
     rows = []
@@ -196,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((threads, elbo, med, times))
             print(f"  threads={threads} {elbo:<14} package {med['package']:7.2f}  reference {med['same']:7.2f} "
                   f"(default Adam {med['default']:7.2f}) ms/step; ratio {med['package'] / med['same']:.3f}  "
-                  f"[package {_spread(times['package'])}, reference {_spread(times['same'])}]", flush=True)
+                  f"[package {spread(times['package'])}, reference {spread(times['same'])}]", flush=True)
     print(f"load average at end: {load_average()}")
     print()
     print("| threads | ELBO | package ms/step | reference ms/step | ratio | reference, torch default Adam | ratio |")
@@ -208,10 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     print("ratio = package / reference with the same (fused) Adam: the package's own overhead; "
           "target <= 1.05. The last column compares with torch.optim.Adam's default implementation.")
     return 0
-
-
-def _spread(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}"
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 """The AEVB figure experiments at tiny budgets: they run every algorithm the figure
-compares, write PNG + CSV + JSON, stop on their budgets, and the CLI drives them."""
+compares, write PNG + CSV + JSON, stop on their budgets, resume, and the CLI drives them."""
 
 import math
 
 import pytest
 
-from inference_models import one_thread  # noqa: F401
 from pyro_vae.cli import main
+from pyro_vae.errors import ConfigError
 from pyro_vae.experiments import EXPERIMENTS, aevb_fig2, aevb_fig3, run_experiment
 from pyro_vae.experiments.common import checkpoints, read_csv, run_curve
 
 QUIET = {"log": lambda line: None, "threads": None}
+TIMING = ("train_seconds", "eval_seconds")
 
 
 def _is_png(path):
@@ -18,8 +19,8 @@ def _is_png(path):
 
 
 def test_fig2_runs_both_algorithms_on_both_data_sets(tmp_path):
-    summary = aevb_fig2.run(out=tmp_path, max_minutes=2, max_samples=300, z_dims=[2, 3], num_points=2,
-                            eval_points=50, **QUIET)
+    summary = aevb_fig2.reproduce(out=tmp_path, max_minutes=2, max_samples=300, z_dims=[2, 3], num_points=2,
+                                  eval_points=50, **QUIET)
     rows = read_csv(tmp_path / "aevb_fig2.csv")
     runs = {(r["dataset"], int(r["z_dim"]), r["algorithm"]) for r in rows}
     assert runs == {("mnist", 3, "aevb"), ("mnist", 3, "wake_sleep"),
@@ -30,12 +31,16 @@ def test_fig2_runs_both_algorithms_on_both_data_sets(tmp_path):
     assert [c["stopped"] for c in summary["runs"]] == ["samples"] * 4
     for entry in summary["comparison"]:
         assert entry["common_samples"] == 300 and math.isfinite(entry["aevb_minus_wake_sleep_test"])
+    # each curve trained in a run directory of its own, without validation
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "frey_face-nz2-aevb", "frey_face-nz2-wake_sleep", "mnist-nz3-aevb", "mnist-nz3-wake_sleep"]
+    assert 'monitor = "none"' in (tmp_path / "runs" / "mnist-nz3-aevb" / "config.toml").read_text()
 
 
 def test_fig3_runs_mcem_only_where_feasible(tmp_path):
-    summary = aevb_fig3.run(out=tmp_path, max_minutes=2, max_samples=200, n_train=[200, 400], mcem_max_train=200,
-                            algorithms=["aevb", "mcem"], num_points=2, eval_points=5, hmc_samples=12,
-                            hmc_warmup=5, is_samples=10, **QUIET)
+    summary = aevb_fig3.reproduce(out=tmp_path, max_minutes=2, max_samples=200, n_train=[200, 400],
+                                  mcem_max_train=200, algorithms=["aevb", "mcem"], num_points=2, eval_points=5,
+                                  hmc_samples=12, hmc_warmup=5, is_samples=10, **QUIET)
     assert [(r["n_train"], r["algorithm"]) for r in summary["runs"]] == [(200, "aevb"), (200, "mcem"), (400, "aevb")]
     rows = read_csv(tmp_path / "aevb_fig3.csv")
     for key in ("train_ll", "test_ll", "train_ll_is", "test_ll_is", "train_bound", "test_bound"):
@@ -45,13 +50,66 @@ def test_fig3_runs_mcem_only_where_feasible(tmp_path):
     assert _is_png(tmp_path / "aevb_fig3.png")
     assert "aevb_minus_mcem_test" in summary["comparison"][0]
     assert "aevb_minus_mcem_test" not in summary["comparison"][1]
+    # N_train is [data] train_size: the fixed random subset of the old experiments
+    assert "train_size = 200" in (tmp_path / "runs" / "n200-mcem" / "config.toml").read_text()
 
 
-def test_the_time_budget_stops_a_curve():
+def test_the_time_budget_stops_a_curve(tmp_path):
     config = aevb_fig2.config_for("frey_face", 2, "aevb")
     curve = run_curve(config, aevb_fig2._bounds, {"algorithm": "aevb"}, max_samples=10**6, max_seconds=0.0,
-                      num_points=20, eval_points=20, log=lambda line: None)
+                      run_dir=tmp_path / "curve", num_points=20, eval_points=20, log=lambda line: None)
     assert curve.stopped == "time" and len(curve.rows) == 1 and curve.rows[0]["samples"] == 100
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_curve_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
+    """Frey Face: 15 steps an epoch; marks at 100, 300, 800, 1900 and 5000 samples (steps
+    1, 3, 8, 19, 50). Interrupted at its fourth evaluation (in the second epoch, after the
+    first epoch's checkpoint), the rerun continues from that checkpoint."""
+    config = aevb_fig2.config_for("frey_face", 2, "aevb")
+    kw = dict(max_samples=5000, max_seconds=600, num_points=5, eval_points=50, log=lambda line: None)
+    whole = run_curve(config, aevb_fig2._bounds, {"algorithm": "aevb"}, run_dir=tmp_path / "whole", **kw)
+    assert [r["samples"] for r in whole.rows] == [100, 300, 800, 1900, 5000] and whole.stopped == "samples"
+
+    calls = []
+
+    def interrupting(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise Interrupted
+        return aevb_fig2._bounds(*args)
+
+    with pytest.raises(Interrupted):
+        run_curve(config, interrupting, {"algorithm": "aevb"}, run_dir=tmp_path / "cut", **kw)
+    resumed = run_curve(config, aevb_fig2._bounds, {"algorithm": "aevb"}, run_dir=tmp_path / "cut", **kw)
+
+    def figures(rows):
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+    assert figures(resumed.rows) == figures(whole.rows)
+    assert (resumed.stopped, resumed.steps) == ("samples", 50) == (whole.stopped, whole.steps)
+    # a finished curve is read back as it is, and refused under other settings
+    again = run_curve(config, aevb_fig2._bounds, {"algorithm": "aevb"}, run_dir=tmp_path / "cut", **kw)
+    assert again.rows == resumed.rows and again.steps == 50
+    with pytest.raises(ConfigError, match="num_points 5 there, 6 now"):
+        run_curve(config, aevb_fig2._bounds, {"algorithm": "aevb"}, run_dir=tmp_path / "cut",
+                  **{**kw, "num_points": 6})
+
+
+def test_a_figure_reruns_with_resume_and_starts_afresh_without(tmp_path):
+    kw = dict(out=tmp_path, max_minutes=2, max_samples=200, datasets=["frey_face"], z_dims=[2],
+              algorithms=["aevb"], num_points=2, eval_points=20, **QUIET)
+    first = aevb_fig2.reproduce(**kw)
+    checkpoint = tmp_path / "runs" / "frey_face-nz2-aevb" / "checkpoint.pt"
+    mtime = checkpoint.stat().st_mtime_ns
+    resumed = aevb_fig2.reproduce(**kw, resume=True)
+    assert checkpoint.stat().st_mtime_ns == mtime  # read back, not trained again
+    assert resumed["runs"][0]["test_bound"] == first["runs"][0]["test_bound"]
+    aevb_fig2.reproduce(**kw)
+    assert checkpoint.stat().st_mtime_ns != mtime
 
 
 def test_checkpoints_are_log_spaced_multiples_of_the_batch():
@@ -71,9 +129,19 @@ def test_cli_runs_an_experiment_and_refuses_options_of_the_other(tmp_path, capsy
     assert main(["experiment", "aevb-fig2", "--out", str(tmp_path), "--z-dims", "7"]) == 2
 
 
+def test_every_experiment_declares_its_options(capsys):
+    for name in EXPERIMENTS:
+        with pytest.raises(SystemExit) as e:
+            main(["experiment", name, "--help"])
+        assert e.value.code == 0
+        assert f"usage: pyro-vae experiment {name}" in capsys.readouterr().out
+
+
 def test_unknown_experiment_and_options():
-    assert set(EXPERIMENTS) == {"aevb-fig2", "aevb-fig3"}
+    assert set(EXPERIMENTS) == {"aevb-fig2", "aevb-fig3", "mnist-nll", "frey-face", "gae-nll", "gae-parzen"}
     with pytest.raises(ValueError, match="unknown experiment"):
         run_experiment("aevb-fig4")
+    with pytest.raises(ValueError, match="unknown option"):
+        run_experiment("aevb-fig2", n_train=[1000])
     with pytest.raises(ValueError, match="unknown algorithm"):
-        aevb_fig3.run(algorithms=["svi"], **QUIET)
+        aevb_fig3.reproduce(algorithms=["svi"], **QUIET)

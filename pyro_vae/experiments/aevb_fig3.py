@@ -14,12 +14,22 @@ fixed random subsets of ``eval_points`` training and test points (the ``N_train`
 points are a fixed random subset too), with the importance-sampling estimate
 (guide as proposal; for MCEM the guide fitted on the side) and the ELBO alongside.
 
+Each curve is a training run of the package's loop on ``[data] train_size = N_train``
+points, in ``out/runs/n<N_train>-<algorithm>``; ``--resume`` continues the curves there
+(unfinished ones train on, finished ones are read back), else they start afresh.
+
 Outputs in ``out``: ``aevb_fig3.csv``, ``aevb_fig3.png`` (a panel per N_train) and
 ``aevb_fig3.json`` (settings, final numbers, AEVB minus each other algorithm).
+
+    pyro-vae experiment aevb-fig3 --max-minutes 60 --out results/fig3
+    pyro-vae experiment aevb-fig3 --n-train 200 --algorithms aevb,mcem --max-samples 200 --num-points 2 \\
+        --eval-points 5 --hmc-samples 12 --hmc-warmup 5 --is-samples 10
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -27,14 +37,17 @@ from typing import Callable, Optional, Sequence
 import pyro
 
 from pyro_vae.config import Config
-from pyro_vae.evaluation import hmc_log_likelihood, log_likelihood
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluation import evaluate_elbo, hmc_log_likelihood, log_likelihood
 from pyro_vae.experiments.aevb_fig2 import LABEL, STYLE
 from pyro_vae.experiments.common import (
     finish_panel,
     focus_ylim,
+    int_list,
     run_curve,
     save_figure,
     set_threads,
+    str_list,
     write_csv,
     write_json,
 )
@@ -42,41 +55,86 @@ from pyro_vae.experiments.common import (
 NAME = "aevb-fig3"
 N_TRAIN = (1000, 50000)
 
+#: Each algorithm's ``[inference]`` section (MCEM: one HMC transition of 10 leapfrog
+#: steps per E-step, step size tuned to 90% acceptance, then 5 M-steps).
 ALGORITHMS = {
-    "aevb": ["inference.name=svi", "inference.elbo=meanfield"],
-    "wake_sleep": ["inference.name=wake_sleep"],
-    "mcem": ["inference.name=mcem", "inference.hmc_steps=1", "inference.hmc_leapfrog_steps=10",
-             "inference.target_accept=0.9", "inference.m_steps=5"],
+    "aevb": {"name": "svi", "elbo": "meanfield"},
+    "wake_sleep": {"name": "wake_sleep"},
+    "mcem": {"name": "mcem", "hmc_steps": 1, "hmc_leapfrog_steps": 10, "target_accept": 0.9, "m_steps": 5},
 }
 
 
-def config_for(algorithm: str, seed: int = 0, lr: float = 0.02) -> Config:
-    return Config().with_overrides([
-        f"seed={seed}", 'data.name="binarized_mnist"', 'data.binarize="none"', "data.batch_size=100",
-        "model.z_dim=3", "model.hidden=[100]", "model.activation=tanh", "optim.name=adagrad", f"optim.lr={lr}",
-        "eval.num_samples=0", "eval.plots=false", *ALGORITHMS[algorithm],
-    ])
+def config_for(algorithm: str, seed: int = 0, lr: float = 0.02, n_train: Optional[int] = None,
+               data_dir: Optional[str] = None) -> Config:
+    """The config of one curve: ``n_train`` training points (a fixed random subset)."""
+    return Config.from_dict({
+        "seed": seed,
+        "data": {"name": "binarized_mnist", "data_dir": data_dir, "binarize": "none", "batch_size": 100,
+                 "train_size": n_train},
+        "model": {"name": "vae", "z_dim": 3, "hidden": [100], "activation": "tanh"},
+        "inference": dict(ALGORITHMS[algorithm]),
+        "optim": {"name": "adagrad", "lr": lr},
+        "eval": {"num_samples": 0, "plots": False},
+    })
 
 
 def evaluator(hmc_samples: int, hmc_warmup: int, is_samples: int):
-    """``(exp, x_train, x_test) -> figures``: appendix-D and IS log-likelihoods, ELBOs."""
+    """``(module, inference, x_train, x_test) -> figures``: appendix-D and IS
+    log-likelihoods, ELBOs."""
 
-    def evaluate(exp, x_train, x_test) -> dict:
+    def evaluate(module, inference, x_train, x_test) -> dict:
         state = pyro.util.get_rng_state()  # evaluation draws must not shift training's
         out = {}
         for split, x in (("train", x_train), ("test", x_test)):
-            out[f"{split}_ll"] = hmc_log_likelihood(exp.module.model, x, num_samples=hmc_samples,
+            out[f"{split}_ll"] = hmc_log_likelihood(module.model, x, num_samples=hmc_samples,
                                                     num_warmup=hmc_warmup).mean
             if is_samples:
-                out[f"{split}_ll_is"] = log_likelihood(exp.module, x, num_samples=is_samples).mean
-            out[f"{split}_bound"] = exp.inference.evaluate(x)
+                out[f"{split}_ll_is"] = log_likelihood(module, x, num_samples=is_samples).mean
+            out[f"{split}_bound"] = evaluate_elbo(module, x)
         pyro.util.set_rng_state(state)
         return out
 
     return evaluate
 
 
-def run(
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("results/aevb_fig3"), help="output folder")
+    p.add_argument("--max-minutes", "--budget", dest="max_minutes", type=float, default=20.0,
+                   help="wall-time budget for the whole figure, shared evenly by its runs (default 20)")
+    p.add_argument("--max-samples", type=int, default=10_000_000,
+                   help="stop each run after this many training samples (default 1e7)")
+    p.add_argument("--n-train", type=int_list, default=list(N_TRAIN),
+                   help="training-set sizes, fixed random subsets (default 1000,50000)")
+    p.add_argument("--mcem-max-train", type=int, default=1000, help="run MCEM only up to this N_train (default 1000)")
+    p.add_argument("--algorithms", type=str_list, default=list(ALGORITHMS),
+                   help="subset of the figure's algorithms: aevb,wake_sleep,mcem (default all)")
+    p.add_argument("--num-points", type=int, default=8, help="evaluation points per curve (default 8)")
+    p.add_argument("--eval-points", type=int, default=100, help="train/test points each evaluation uses (default 100)")
+    p.add_argument("--hmc-samples", type=int, default=100,
+                   help="posterior draws per point of the appendix-D estimate (default 100)")
+    p.add_argument("--hmc-warmup", type=int, default=50, help="their HMC warm-up draws (default 50)")
+    p.add_argument("--is-samples", type=int, default=500,
+                   help="importance samples per point of the estimate alongside (0: skip; default 500)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the curves under OUT/runs (finished ones are read back) instead of "
+                        "starting them afresh")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    p.add_argument("--data-dir", help="where the data files are (default: the package's search path)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    """The figure for the command line's options; prints and returns the summary."""
+    summary = reproduce(out=args.out, max_minutes=args.max_minutes, max_samples=args.max_samples,
+                        n_train=args.n_train, algorithms=args.algorithms, mcem_max_train=args.mcem_max_train,
+                        num_points=args.num_points, eval_points=args.eval_points, hmc_samples=args.hmc_samples,
+                        hmc_warmup=args.hmc_warmup, is_samples=args.is_samples, seed=args.seed,
+                        threads=args.threads, resume=args.resume, data_dir=args.data_dir)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def reproduce(
     out: str | Path = "results/aevb_fig3",
     max_minutes: float = 20.0,
     max_samples: int = 10_000_000,
@@ -90,25 +148,30 @@ def run(
     is_samples: int = 500,
     seed: int = 0,
     threads: Optional[int] = 1,
+    resume: bool = False,
+    data_dir: Optional[str] = None,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Run the figure's curves; ``max_minutes`` is shared evenly by the runs."""
+    """Run the figure's curves; ``max_minutes`` is shared evenly by the runs; ``resume``
+    continues the curves in ``out/runs``."""
     out = Path(out)
     set_threads(threads)
     for a in algorithms:
         if a not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {a!r} for {NAME}: choose from {sorted(ALGORITHMS)}")
+            raise ConfigError(f"unknown algorithm {a!r} for {NAME}: choose from {sorted(ALGORITHMS)}")
     runs = [(n, a) for n in n_train for a in algorithms if a != "mcem" or n <= mcem_max_train]
     if not runs:
-        raise ValueError("no runs: check n_train, algorithms and mcem_max_train")
+        raise ConfigError("no runs: check n_train, algorithms and mcem_max_train")
     per_run = max_minutes * 60 / len(runs)
     log(f"{NAME}: {len(runs)} runs, {per_run:.0f} s and at most {max_samples} samples each -> {out}")
     evaluate = evaluator(hmc_samples, hmc_warmup, is_samples)
+    settings = {"hmc_samples": hmc_samples, "hmc_warmup": hmc_warmup, "is_samples": is_samples}
     rows, curves, started = [], [], time.perf_counter()
     for n, alg in runs:
         labels = {"n_train": n, "algorithm": alg}
-        curve = run_curve(config_for(alg, seed), evaluate, labels, max_samples, per_run,
-                          num_points=num_points, n_train=n, eval_points=eval_points, log=log)
+        curve = run_curve(config_for(alg, seed, n_train=n, data_dir=data_dir), evaluate, labels, max_samples,
+                          per_run, out / "runs" / f"n{n}-{alg}", num_points=num_points, eval_points=eval_points,
+                          settings=settings, resume=resume, log=log)
         curves.append(curve)
         rows += curve.rows
         write_csv(rows, out / "aevb_fig3.csv")
@@ -140,8 +203,8 @@ def compare(rows: list[dict]) -> list[dict]:
             entry[f"{a}_samples"] = rs[-1]["samples"]
             entry[f"{a}_train_ll"] = rs[-1]["train_ll"]
             entry[f"{a}_test_ll"] = rs[-1]["test_ll"]
-        if "aevb" in by_alg and len(by_alg) > 1:
-            shared = set.intersection(*({r["samples"] for r in rs} for rs in by_alg.values()))
+        shared = set.intersection(*({r["samples"] for r in rs} for rs in by_alg.values())) if by_alg else set()
+        if "aevb" in by_alg and len(by_alg) > 1 and shared:
             common = max(shared)
             at = {a: next(r for r in rs if r["samples"] == common) for a, rs in by_alg.items()}
             entry["common_samples"] = common

@@ -22,8 +22,9 @@ Output under ``--out`` (default ``results/frey_face``): ``nz<N>/run`` (the packa
 directory), ``nz<N>/curve.csv``, ``nz<N>/curve.png``, ``nz<N>/samples.png`` (and
 ``manifold.png`` for N_z = 2), ``summary.json``; the summary table is printed.
 
-    python benchmarks/frey_face.py                                    # both N_z, minutes
-    python benchmarks/frey_face.py --z-dims 2 --max-minutes 0.2 --eval-elbo-samples 10
+    pyro-vae experiment frey-face                                    # both N_z, minutes
+    pyro-vae experiment frey-face --z-dims 2 --max-minutes 0.2 --eval-elbo-samples 10
+    pyro-vae experiment frey-face --z-dims 2 --epochs 2 --eval-elbo-samples 2 --no-progress   # smoke
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -40,8 +40,12 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae.config import Config
+from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import elbo_per_point, log_likelihood
+from pyro_vae.experiments.common import saved_config
 from pyro_vae.train import train
+
+NAME = "frey-face"
 
 CURVE_FIELDS = ["epoch", "step", "samples_seen", "train_elbo", "valid_elbo", "seconds", "elapsed_seconds"]
 
@@ -76,10 +80,10 @@ def run_one(args, z_dim: int) -> dict:
     out = args.out / f"nz{z_dim}"
     run_dir = out / "run"
     if (run_dir / "checkpoint.pt").exists() and not args.resume:
-        raise SystemExit(f"{run_dir} holds a run already: pass --resume to continue (or re-evaluate) it, "
-                         "or give another --out")
+        raise ConfigError(f"{run_dir} holds a run already: pass --resume to continue (or re-evaluate) it, "
+                          "or give another --out")
     if args.resume and (run_dir / "config.toml").exists():
-        config = Config.from_toml(run_dir / "config.toml")
+        config = saved_config(run_dir)
     else:
         config = make_config(args, z_dim)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,9 +97,10 @@ def run_one(args, z_dim: int) -> dict:
     vae, test, shape = exp.module, exp.data.test, exp.data.image_shape
     pyro.set_rng_seed(config.seed)
     with torch.no_grad():
-        plots.image_grid(vae.sample(100), shape, out / "samples.png", title=f"samples, N_z = {z_dim}")
+        plots.image_grid(vae.sample(100).flatten(1), shape, out / "samples.png", title=f"samples, N_z = {z_dim}")
         if z_dim == 2:
-            plots.manifold(vae.decoder.mean, shape, out / "manifold.png", n=10, title="learned manifold")
+            plots.manifold(lambda z: vae.decoder.mean(z).flatten(1), shape, out / "manifold.png", n=10,
+                           title="learned manifold")
     started = time.perf_counter()
     per_point = elbo_per_point(vae.model, vae.guide, test, num_samples=args.eval_elbo_samples)
     row = {
@@ -103,7 +108,7 @@ def run_one(args, z_dim: int) -> dict:
         "test_elbo_stderr": (per_point.std() / len(per_point) ** 0.5).item(),
         "train_elbo": elbo_per_point(vae.model, vae.guide, exp.data.train,
                                      num_samples=args.eval_elbo_samples).mean().item(),
-        "best_valid_elbo": state.best_valid, "epochs": state.epoch, "steps": state.step,
+        "best_valid_elbo": state.best_score, "epochs": state.epoch, "steps": state.step,
         "samples_seen": state.step * config.data.batch_size, "stopped": state.stopped,
     }
     if args.eval_samples > 0:
@@ -116,9 +121,8 @@ def run_one(args, z_dim: int) -> dict:
     return row
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument("--out", type=Path, default=Path("results/frey_face"), help="output folder")
     p.add_argument("--z-dims", type=int, nargs="+", default=[2, 20], help="latent sizes, one run each")
     p.add_argument("--max-minutes", type=float, default=15.0, help="training wall-time budget per run")
@@ -143,11 +147,9 @@ def parse_args(argv):
                    help="torch threads (the networks are small: one thread is fastest)")
     p.add_argument("--data-dir", help="folder holding frey_face/frey_rawface.mat")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> list[dict]:
     torch.set_num_threads(args.threads)
     rows = [run_one(args, z) for z in args.z_dims]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -164,8 +166,4 @@ def main(argv: list[str] | None = None) -> int:
             line += f" {r['test_log_likelihood']:.1f} ± {r['test_log_likelihood_stderr']:.1f} |"
         print(line)
     print(f"(summary: {args.out / 'summary.json'})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return rows

@@ -1,4 +1,4 @@
-"""What ``gae_nll.py`` and ``gae_parzen.py`` share: the runs' settings and bookkeeping.
+"""What the ``gae-nll`` and ``gae-parzen`` experiments share: the runs' settings and bookkeeping.
 
 Both train the GAE and the VAE the same way (``[500] * L`` layers, ``z_dim`` 40, ReLU,
 Bernoulli decoder, Adam 1e-3, batch 100, early stopping on the validation ELBO; the GAE
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import time
 import warnings
@@ -23,7 +22,8 @@ from typing import Callable, Optional
 import torch
 
 from pyro_vae import checkpoint
-from pyro_vae.config import Config
+from pyro_vae.config import Config, migrate_legacy
+
 from pyro_vae.train import train
 
 
@@ -43,7 +43,13 @@ def add_run_arguments(p: argparse.ArgumentParser, layers: list[int], models: lis
                    help="on a plateau, restart from the best parameters at lr / 10, this many times")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget per run")
     p.add_argument("--gae", nargs="*", default=["lambda1=0.05", "lambda2=0.05"], metavar="KEY=VALUE",
-                   help="[model] entries of the GAE runs")
+                   help="[model] entries of the GAE runs, e.g. bandwidth=shared (0.1's exemplar_* names "
+                        "are understood too)")
+    p.add_argument("--n-train", type=int,
+                   help="train on a fixed random subset of N training images (the GAE's exemplars; "
+                        "[data] train_size: a quick run)")
+    p.add_argument("--n-valid", type=int,
+                   help="early-stop on a fixed random subset of N validation images ([data] valid_size)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir")
     p.add_argument("--seed", type=int, default=0)
@@ -54,7 +60,8 @@ def add_run_arguments(p: argparse.ArgumentParser, layers: list[int], models: lis
 def make_config(args, model: str, layers: int, data: str, binarize: str) -> Config:
     config = Config.from_dict({
         "seed": args.seed,
-        "data": {"name": data, "data_dir": args.data_dir, "binarize": binarize, "batch_size": args.batch_size},
+        "data": {"name": data, "data_dir": args.data_dir, "binarize": binarize, "batch_size": args.batch_size,
+                 "train_size": args.n_train, "valid_size": args.n_valid},
         "model": {"name": model, "z_dim": args.z_dim, "hidden": [args.hidden_size] * layers,
                   "activation": args.activation, "likelihood": "bernoulli"},
         "inference": {"warmup_epochs": args.warmup_epochs},
@@ -64,8 +71,19 @@ def make_config(args, model: str, layers: int, data: str, binarize: str) -> Conf
         "eval": {"num_samples": 0, "plots": False},
     })
     if model == "gae" and args.gae:
-        config = config.with_overrides([f"model.{a}" for a in args.gae])
+        config = config.with_overrides([f"model.{a}" for a in model_entries(args.gae)])
     return config
+
+
+def model_entries(items: list[str]) -> list[str]:
+    """``KEY=VALUE`` entries of ``[model]``, pyro-vae 0.1's GAE names (``exemplar_bandwidth``,
+    ...) under this release's (``bandwidth``, ...)."""
+    out = []
+    for item in items:
+        key, _, value = item.partition("=")
+        (new,) = migrate_legacy({"model": {key.strip(): None}})["model"]
+        out.append(f"{new}={value}")
+    return out
 
 
 def train_run(args, config: Config, run_dir: Path):
@@ -78,23 +96,8 @@ def train_run(args, config: Config, run_dir: Path):
 
 
 def run_facts(state, train_s: Optional[float]) -> dict:
-    return {"epochs": state.epoch, "stopped": state.stopped, "best_valid_elbo": state.best_valid,
+    return {"epochs": state.epoch, "stopped": state.stopped, "best_valid_elbo": state.best_score,
             "train_s": train_s}
-
-
-def random_subset(data: torch.Tensor, num: Optional[int], seed: int) -> torch.Tensor:
-    """``num`` rows drawn without replacement (seeded; all of ``data`` when ``num`` is
-    None), in that random order. Never the first rows: MNIST's files are not shuffled
-    (the first 2000 binarized test images carry 7% less ink than the whole set, and a
-    far lower NLL), and so that any prefix of a chunked evaluation is a random sample."""
-    keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    return data[keep[:num]]
-
-
-def paired(diff: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of per-image differences between two models scored on
-    the same images: the paired comparison, far tighter than either model's own error."""
-    return diff.mean().item(), diff.std().item() / math.sqrt(len(diff))
 
 
 def save_result(run_dir: Path, row: dict) -> None:

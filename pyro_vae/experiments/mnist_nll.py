@@ -40,9 +40,10 @@ directory: config, checkpoint, log), ``curve.csv`` and ``curve.png`` (train and
 validation ELBO per epoch), ``samples.png`` and ``summary.json``; the summary is
 printed too.
 
-    python benchmarks/mnist_nll.py --max-minutes 240          # the real run (hours)
-    python benchmarks/mnist_nll.py --max-minutes 0.5 --eval-samples 10 --eval-points 100
-    python benchmarks/mnist_nll.py --resume                   # continue an interrupted run
+    pyro-vae experiment mnist-nll --max-minutes 240          # the real run (hours)
+    pyro-vae experiment mnist-nll --max-minutes 0.5 --eval-samples 10 --eval-points 100
+    pyro-vae experiment mnist-nll --resume                   # continue an interrupted run
+    pyro-vae experiment mnist-nll --epochs 1 --n-train 200 --n-valid 100 --eval-samples 2 --eval-points 20  # smoke
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -61,8 +61,12 @@ import torch
 from pyro_vae import plots
 from pyro_vae.config import Config
 from pyro_vae.data import load_dataset
+from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import elbo_per_point, log_likelihood
+from pyro_vae.experiments.common import saved_config, seeded_subset
 from pyro_vae.train import train
+
+NAME = "mnist-nll"
 
 CURVE_FIELDS = ["epoch", "step", "samples_seen", "train_elbo", "valid_elbo", "seconds", "elapsed_seconds"]
 
@@ -72,7 +76,8 @@ def make_config(args) -> Config:
     return Config.from_dict({
         "seed": args.seed,
         "data": {"name": "mnist" if dynamic else "binarized_mnist", "data_dir": args.data_dir,
-                 "binarize": "dynamic" if dynamic else "none", "batch_size": args.batch_size},
+                 "binarize": "dynamic" if dynamic else "none", "batch_size": args.batch_size,
+                 "train_size": args.n_train, "valid_size": args.n_valid},
         "model": {"name": "vae", "z_dim": args.z_dim, "hidden": args.hidden, "activation": args.activation,
                   "likelihood": "bernoulli"},
         "inference": {"name": "svi", "elbo": args.elbo, "num_particles": 1},
@@ -96,9 +101,8 @@ def write_curve(history: list[dict], out: Path) -> tuple[Path, Path]:
     return csv_path, png
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument("--out", type=Path, default=Path("results/mnist_nll"), help="output folder")
     p.add_argument("--max-minutes", type=float, default=240.0,
                    help="training wall-time budget (checked at the end of each epoch)")
@@ -124,20 +128,21 @@ def parse_args(argv):
                    help="torch threads; 2 only on an otherwise idle 2-core machine (on busy cores two "
                         "threads wait for each other: a step took 263 ms instead of 22)")
     p.add_argument("--data-dir", help="folder holding binarized_mnist/ and MNIST/raw/")
+    p.add_argument("--n-train", type=int,
+                   help="train on a fixed random subset of N training images ([data] train_size; a quick run)")
+    p.add_argument("--n-valid", type=int,
+                   help="validate on a fixed random subset of N validation images ([data] valid_size)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     out, run_dir = args.out, args.out / "run"
     if (run_dir / "checkpoint.pt").exists() and not args.resume:
-        print(f"{run_dir} holds a run already: pass --resume to continue (or re-evaluate) it, "
-              "or give another --out", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{run_dir} holds a run already: pass --resume to continue (or re-evaluate) it, "
+                          "or give another --out")
     if args.resume and (run_dir / "config.toml").exists():
-        config = Config.from_toml(run_dir / "config.toml")
+        config = saved_config(run_dir)
         print(f"resuming {run_dir} with the settings it was started with (training flags ignored)")
     else:
         config = make_config(args)
@@ -148,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_points is not None:
         # A seeded random subset: the test file's rows are not shuffled (its first 2000
         # images have 7% less ink than the whole set, and a far lower NLL).
-        keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))
-        test = test[keep[: args.eval_points]]
+        test = seeded_subset(test, args.eval_points, args.seed)
     m, d, b = config.model, config.data, config.budget
     print(f"training: {d.name} ({d.binarize} binarization), N_z={m.z_dim}, hidden={m.hidden} {m.activation}, "
           f"elbo={config.inference.elbo}, {config.optim.name} lr={config.optim.lr}, batch {d.batch_size}, "
@@ -163,13 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     csv_path, png = write_curve(state.history, out)
     pyro.set_rng_seed(config.seed)
     with torch.no_grad():
-        plots.image_grid(exp.module.sample(100), exp.data.image_shape, out / "samples.png", title="samples")
+        plots.image_grid(exp.module.sample(100).flatten(1), exp.data.image_shape, out / "samples.png", title="samples")
 
     started = time.perf_counter()
     elbo = elbo_per_point(exp.module.model, exp.module.guide, test, num_samples=10).mean().item()
     ll = log_likelihood(exp.module, test, num_samples=args.eval_samples, progress=not args.no_progress)
     eval_wall = time.perf_counter() - started
-    best = max((r for r in state.history if r["valid_elbo"] is not None), key=lambda r: r["valid_elbo"],
+    best = max((r for r in state.history if r.get("valid_elbo") is not None), key=lambda r: r["valid_elbo"],
                default=None)
     summary = {
         "test_nll": -ll.mean, "test_nll_stderr": ll.stderr, "eval_samples": args.eval_samples,
@@ -188,15 +192,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{state.epoch} epochs ({state.stopped}), best validation ELBO "
           f"{best['valid_elbo'] if best else math.nan:.2f} at epoch {best['epoch'] if best else '-'}; "
           f"training {train_wall / 60:.1f} min, evaluation {eval_wall / 60:.1f} min")
-    return 0
+    return summary
 
 
 def _verdict(nll: float, points: int) -> str:
     if points < 10000:
         return "only a subset was evaluated"
     return "reached" if nll <= 88.0 else "not reached"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

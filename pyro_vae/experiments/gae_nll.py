@@ -28,13 +28,16 @@ random N of them (the target is only claimed on all 10000). The evaluation is sa
 ``--resume`` continues an interrupted one (``eval_s`` is then the last invocation's time).
 
 It also reports the GAE's training-estimator diagnostics at the end (mean |log P̂ − log P|
-of the prior estimate, and the responsibility mass its neighbour lists hold).
+of the prior estimate, and the responsibility mass its neighbour lists hold: the training
+objective's ``ExemplarELBO.prior_estimate_error``).
 
-    python benchmarks/gae_nll.py --max-minutes 120                        # the real run: many hours
-    python benchmarks/gae_nll.py --epochs 1 --layers 1 --eval-samples 10 --eval-points 50   # smoke test
-    python benchmarks/gae_nll.py --max-minutes 120 --resume               # continue after an interruption
-    python benchmarks/gae_nll.py --resume --lr-decays 2                  # train stopped runs on at lr / 10, / 100
-    python benchmarks/gae_nll.py --models vae & python benchmarks/gae_nll.py --models gae   # two cores
+    pyro-vae experiment gae-nll --max-minutes 120                        # the real run: many hours
+    pyro-vae experiment gae-nll --epochs 1 --layers 1 --eval-samples 10 --eval-points 50   # smoke test
+    pyro-vae experiment gae-nll --epochs 1 --layers 1 --n-train 500 --n-valid 100 --eval-samples 2 \\
+        --eval-points 10 --diagnostic-points 20                         # a few seconds
+    pyro-vae experiment gae-nll --max-minutes 120 --resume               # continue after an interruption
+    pyro-vae experiment gae-nll --resume --lr-decays 2                  # train stopped runs on at lr / 10, / 100
+    pyro-vae experiment gae-nll --models vae & pyro-vae experiment gae-nll --models gae   # two cores
 
 Output under ``--out`` (default ``results/gae_nll``): ``<model>-L<depth>/`` run
 directories with their ``result.json``, ``summary.json`` and a Markdown table (also
@@ -44,34 +47,34 @@ printed) of every run found under ``--out``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from gae_runs import (add_run_arguments, make_config, paired, random_subset, run_all, run_facts, save_result,
-                      train_run)
 from pyro_vae import checkpoint
 from pyro_vae.evaluation import checkpointed_log_likelihood
+from pyro_vae.experiments.common import paired, seeded_subset
+from pyro_vae.experiments.gae_runs import add_run_arguments, make_config, run_all, run_facts, save_result, train_run
+
+NAME = "gae-nll"
 
 PAPER = {"vae": {1: -107.18, 2: -96.94, 3: -97.62, 4: -102.97}, "gae": {1: -97.66, 2: -96.91, 3: -95.76, 4: -94.66}}
 TARGET, TEST_SIZE = 85.5, 10000
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p, layers=[1, 2, 3, 4], models=["vae", "gae"], out="results/gae_nll")
     p.add_argument("--eval-samples", type=int, default=1000, help="importance samples per test image")
     p.add_argument("--eval-points", type=int, default=None, help="score a seeded random N of the test images")
-    p.add_argument("--diagnostic-points", type=int, default=500)
-    return p.parse_args(argv)
+    p.add_argument("--diagnostic-points", type=int, default=500,
+                   help="training points of the GAE's estimator diagnostics")
 
 
 def run_one(args, model: str, layers: int) -> dict:
     run_dir = args.out / f"{model}-L{layers}"
     exp, state, train_s = train_run(args, make_config(args, model, layers, "binarized_mnist", "none"), run_dir)
-    test = random_subset(exp.data.test, args.eval_points, args.seed)
+    test = seeded_subset(exp.data.test, args.eval_points, args.seed)
     t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
     ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed,
@@ -83,7 +86,7 @@ def run_one(args, model: str, layers: int) -> dict:
            "eval_s": time.time() - t0, "paper_ll": PAPER[model].get(layers)}
     if model == "gae":
         idx = torch.randperm(exp.module.num_exemplars)[: args.diagnostic_points]
-        row["estimator"] = exp.module.prior_estimate_error(idx, num_draws=2)
+        row["estimator"] = exp.inference.objective.prior_estimate_error(idx, num_draws=2)
     save_result(run_dir, row)
     return row
 
@@ -122,11 +125,7 @@ def print_table(rows: list[dict], out: Path) -> None:
             print(f"GAE L={r['layers']} estimator diagnostics: {r['estimator']}")
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    print_table(run_all(args, run_one), args.out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args: argparse.Namespace) -> list[dict]:
+    rows = run_all(args, run_one)
+    print_table(rows, args.out)
+    return rows

@@ -1,0 +1,248 @@
+"""Every benchmark script and every ``pyro-vae experiment`` runs, at a tiny size, so that none
+of them rots: each is a subprocess (as a user runs it) on the real data files, whose exit
+code and printed lines and files are checked.
+
+The commands are those of the scripts' docstrings and ``benchmarks/README.md``, made tiny
+with the scripts' own options (``--n-train``, ``--n-data``, ``--steps``, ...). They run two
+at a time (``PYRO_VAE_SMOKE_JOBS``), all of them once for the module: the first test to ask
+starts them, the others read their results. The scripts that read a trained run
+(``gae_bandwidth.py``, ``gae_parzen_ceiling.py``) take the runs ``gae-nll`` trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pyro_vae.data import DATASETS, resolve_data_dir
+from pyro_vae.experiments import EXPERIMENTS
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+DATA_SETS = ("binarized_mnist", "mnist", "frey_face")
+JOBS = int(os.environ.get("PYRO_VAE_SMOKE_JOBS", "2"))
+
+
+def _data_dir() -> Path | None:
+    """The first data directory holding every file of the real data sets the scripts read."""
+    needed = [f for name in DATA_SETS for f in DATASETS[name].files]
+    for directory in resolve_data_dir():
+        if all(any((directory / v).is_file() for v in f.variants) for f in needed):
+            return directory
+    return None
+
+
+DATA = _data_dir()
+pytestmark = pytest.mark.skipif(DATA is None, reason=f"the data files of {DATA_SETS} were not found")
+
+
+@dataclass
+class Job:
+    """One command: ``args`` after the interpreter; ``after`` names a job whose files it reads."""
+
+    args: list[str]
+    after: str | None = None
+
+
+def script(name: str, *args: str) -> list[str]:
+    return [str(BENCHMARKS / name), *args]
+
+
+def experiment(name: str, *args: str) -> list[str]:
+    return ["-m", "pyro_vae", "experiment", name, *args]
+
+
+def jobs(out: Path) -> dict[str, Job]:
+    """The tiny commands, by name (``out/<name>`` is each one's output folder)."""
+    runs = out / "gae-nll"  # the GAE and VAE runs gae_bandwidth.py and gae_parzen_ceiling.py read
+    return {
+        # pyro-vae experiment NAME
+        "aevb-fig2": Job(experiment("aevb-fig2", "--out", str(out / "aevb-fig2"), "--datasets", "frey_face",
+                                    "--z-dims", "2", "--max-samples", "300", "--num-points", "2",
+                                    "--eval-points", "50")),
+        "aevb-fig3": Job(experiment("aevb-fig3", "--out", str(out / "aevb-fig3"), "--n-train", "200",
+                                    "--mcem-max-train", "200", "--max-samples", "200", "--num-points", "2",
+                                    "--eval-points", "5", "--hmc-samples", "12", "--hmc-warmup", "5",
+                                    "--is-samples", "10")),
+        "mnist-nll": Job(experiment("mnist-nll", "--out", str(out / "mnist-nll"), "--epochs", "1", "--n-train", "200",
+                                    "--n-valid", "100", "--eval-samples", "2", "--eval-points", "20",
+                                    "--no-progress")),
+        "frey-face": Job(experiment("frey-face", "--out", str(out / "frey-face"), "--z-dims", "2", "--epochs", "2",
+                                    "--eval-elbo-samples", "2", "--no-progress")),
+        "gae-nll": Job(experiment("gae-nll", "--out", str(runs), "--epochs", "1", "--layers", "1", "--n-train", "500",
+                                  "--n-valid", "100", "--eval-samples", "2", "--eval-points", "10",
+                                  "--diagnostic-points", "20")),
+        "gae-parzen": Job(experiment("gae-parzen", "--out", str(out / "gae-parzen"), "--epochs", "1", "--layers", "1",
+                                     "--n-train", "500", "--n-valid", "100", "--num-samples", "100",
+                                     "--eval-points", "50")),
+        # python benchmarks/SCRIPT
+        "step_time.py": Job(script("step_time.py", "--steps", "2", "--repeats", "1", "--threads", "1",
+                                   "--elbos", "meanfield")),
+        "gae_step_time.py": Job(script("gae_step_time.py", "--layers", "1", "--steps", "2", "--warmup", "1",
+                                       "--naive-exemplars", "50", "--exact-steps", "1", "--n-train", "500",
+                                       "--hidden-size", "50", "--out", str(out / "gae_step_time"))),
+        "inference_step_time.py": Job(script("inference_step_time.py", "--n-data", "500", "--steps", "1",
+                                             "--warmup", "0", "--train-steps", "2", "--draws", "10",
+                                             "--hmc-warmup", "5", "--per-point-points", "0",
+                                             "--out", str(out / "inference_step_time"))),
+        "distributed_throughput.py": Job(script("distributed_throughput.py", "--workload", "gae-digits",
+                                                "--setups", "1x1", "2x1", "--seconds", "0.2", "--reps", "5",
+                                                "--out", str(out / "distributed_throughput.json"))),
+        "gae_refresh.py": Job(script("gae_refresh.py", "--periods", "1", "2", "--epochs", "1", "--n-train", "300",
+                                     "--hidden-size", "50", "--points", "20", "--out", str(out / "gae_refresh"))),
+        "gae_bandwidth.py": Job(script("gae_bandwidth.py", str(runs / "vae-L1"), "--scales", "1", "2",
+                                       "--points", "10", "--samples", "5"), after="gae-nll"),
+        "gae_parzen_ceiling.py": Job(script("gae_parzen_ceiling.py", "--runs", str(runs), "--layers", "1",
+                                            "--num-samples", "100", "--draws", "2", "--eval-points", "50",
+                                            "--threads", "1"), after="gae-nll"),
+    }
+
+
+@dataclass
+class Done:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+
+def _run(args: list[str], cwd: Path, wait: Future | None) -> Done:
+    if wait is not None:
+        wait.result()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "PYRO_VAE_DATA_DIR": str(DATA), "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return Done(done.returncode, done.stdout, done.stderr, time.perf_counter() - started)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Every job started, two at a time (those that read another's files after it)."""
+    out = tmp_path_factory.mktemp("smoke")
+    todo = jobs(out)
+    # The jobs others wait for first, the waiting ones last: a waiting job holds a worker.
+    order = sorted(todo, key=lambda n: (todo[n].after is not None, n not in {j.after for j in todo.values()}))
+    futures: dict[str, Future] = {}
+    with ThreadPoolExecutor(max_workers=JOBS) as pool:
+        for name in order:
+            futures[name] = pool.submit(_run, todo[name].args, out, futures.get(todo[name].after))
+    return out, {name: f.result() for name, f in futures.items()}
+
+
+def result(smoke, name: str) -> tuple[Path, Done]:
+    out, done = smoke[0], smoke[1][name]
+    assert done.code == 0, f"{name} failed (exit {done.code}):\n{done.err[-3000:]}"
+    return out, done
+
+
+def test_every_script_and_experiment_has_a_smoke_command():
+    names = set(jobs(Path("out")))
+    scripts = {p.name for p in BENCHMARKS.glob("*.py")} - {"common.py"}
+    assert scripts <= names and set(EXPERIMENTS) <= names
+
+
+def test_aevb_fig2(smoke):
+    out, done = result(smoke, "aevb-fig2")
+    folder = out / "aevb-fig2"
+    assert {"aevb_fig2.csv", "aevb_fig2.png", "aevb_fig2.json"} <= {p.name for p in folder.iterdir()}
+    summary = json.loads(done.out[done.out.index("{"):])
+    assert [r["stopped"] for r in summary["runs"]] == ["samples", "samples"]
+    assert summary["comparison"][0]["common_samples"] == 300
+
+
+def test_aevb_fig3(smoke):
+    out, done = result(smoke, "aevb-fig3")
+    summary = json.loads((out / "aevb-fig3" / "aevb_fig3.json").read_text())
+    assert [r["algorithm"] for r in summary["runs"]] == ["aevb", "wake_sleep", "mcem"]
+    assert "aevb_minus_mcem_test" in summary["comparison"][0]
+    assert (out / "aevb-fig3" / "aevb_fig3.png").exists() and "aevb-fig3: 3 runs" in done.out
+
+
+def test_mnist_nll(smoke):
+    out, done = result(smoke, "mnist-nll")
+    assert "test NLL" in done.out and "only a subset was evaluated" in done.out
+    folder = out / "mnist-nll"
+    assert {"run", "curve.csv", "curve.png", "samples.png", "summary.json"} <= {p.name for p in folder.iterdir()}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["eval_points"] == 20 and summary["epochs"] == 1 and summary["config"]["data"]["train_size"] == 200
+
+
+def test_frey_face(smoke):
+    out, done = result(smoke, "frey-face")
+    assert "| N_z | test ELBO (nats/face) |" in done.out and "| 2 |" in done.out
+    assert {"run", "curve.csv", "curve.png", "samples.png", "manifold.png"} <= {
+        p.name for p in (out / "frey-face" / "nz2").iterdir()}
+
+
+def test_gae_nll(smoke):
+    out, done = result(smoke, "gae-nll")
+    assert "| hidden layers | VAE | GAE | GAE - VAE |" in done.out and "(paired)" in done.out
+    assert "GAE L=1 estimator diagnostics" in done.out and "neighbour_mass" in done.out
+    rows = json.loads((out / "gae-nll" / "summary.json").read_text())["rows"]
+    assert [(r["model"], r["layers"]) for r in rows] == [("gae", 1), ("vae", 1)]
+
+
+def test_gae_parzen(smoke):
+    out, done = result(smoke, "gae-parzen")
+    assert "| GAE | 1 |" in done.out and "MNIST training images as the samples" in done.out
+    assert (out / "gae-parzen" / "gae-L1" / "samples.png").exists()
+
+
+def test_step_time(smoke):
+    _, done = result(smoke, "step_time.py")
+    assert "| threads | ELBO | package ms/step |" in done.out and "| 1 | meanfield |" in done.out
+
+
+def test_gae_step_time(smoke):
+    out, done = result(smoke, "gae_step_time.py")
+    assert "gae amortized (x VAE)" in done.out and "exact ms (x VAE)" in done.out
+    (row,) = json.loads((out / "gae_step_time" / "summary.json").read_text())["rows"]
+    assert row["n"] == 500 and row["rebuild_every_steps"] == {"gae": 10, "gae-shared": 10}  # two epochs
+
+
+def test_inference_step_time(smoke):
+    out, done = result(smoke, "inference_step_time.py")
+    saved = json.loads((out / "inference_step_time" / "inference_step_time.json").read_text())
+    assert len(saved["step_ms"]["fig3: N_z=3, 100 hidden"]) == 10 and "batched" in saved["e_step"]
+
+
+def test_distributed_throughput(smoke):
+    out, done = result(smoke, "distributed_throughput.py")
+    rows = json.loads((out / "distributed_throughput.json").read_text())["rows"]
+    assert [(r["procs"], r["threads"]) for r in rows] == [(1, 1), (2, 1)]
+    assert "predicted speed-up" in done.out and rows[1]["cache_gather_ms_per_step"] > 0
+
+
+def test_gae_refresh(smoke):
+    out, done = result(smoke, "gae_refresh.py")
+    assert "epoch 1 period 2:" in done.out
+    rows = json.loads((out / "gae_refresh" / "rows.json").read_text())["rows"]
+    assert [r["period"] for r in rows] == [1, 2] and all(0 <= r["mass"] <= 1 for r in rows)
+
+
+def test_gae_bandwidth(smoke):
+    _, done = result(smoke, "gae_bandwidth.py")
+    assert "| N(0, I) (the VAE) |" in done.out and "| exemplars, scale x 2 |" in done.out
+
+
+def test_gae_parzen_ceiling(smoke):
+    out, done = result(smoke, "gae_parzen_ceiling.py")
+    rows = json.loads((out / "gae-nll" / "ceiling.json").read_text())
+    assert [r["samples"] for r in rows][:3] == ["generation", "z at the mode", "z averaged out"]
+    assert "| 1 | generation |" in done.out
+
+
+def test_the_smoke_runs_are_quick(smoke):
+    """Each a few seconds of work past the interpreter's start; printed for the record."""
+    times = {name: round(done.seconds, 1) for name, done in smoke[1].items()}
+    print(json.dumps(times, indent=1))
+    assert max(times.values()) < 300, times
