@@ -14,7 +14,7 @@
 * ``"em"`` -- EM for the GAE's enumerated data index; :mod:`pyro_vae.models.gae.em`.
 
 The registry mapping names to algorithms, their settings and the model capabilities
-they need is :data:`pyro_vae.registry.ALGORITHMS`; ``pyro_vae.registry.make_inference``
+they need is :data:`pyro_vae.registry.ALGORITHMS`; :func:`pyro_vae.train.make_inference`
 builds one from keywords.
 """
 
