@@ -80,6 +80,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from pyro_vae.data.splits import shard_bounds
+from pyro_vae.errors import ConfigError
 
 #: Seconds a process waits in a collective for the others before giving up (a dead or
 #: stuck worker); overridden by ``PYRO_VAE_DIST_TIMEOUT`` or ``init(timeout=...)``.
@@ -489,9 +490,26 @@ class Replicas:
         """The context of one training step whose rows weigh ``weight`` of the global batch."""
         return self._sync.step(weight) if self._sync is not None else contextlib.nullcontext()
 
-    def shared(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank (a result rank 0 alone computed)."""
-        return broadcast_object(obj)
+    def on_main(self, fn) -> Any:
+        """``fn()`` run by rank 0 alone (reading or writing the run directory, say), its
+        result, or the exception it raised, shared with every rank."""
+        if not self.active:
+            return fn()
+        try:
+            found = ("ok", fn()) if self.is_main else None
+        except Exception as e:  # shared, so that every rank stops with the same error
+            found = ("error", e)
+        found = broadcast_object(found)
+        if found[0] == "error":
+            raise found[1]
+        return found[1]
+
+    def check_batches(self, num_data: int, batch_size: int) -> None:
+        """Every rank must get rows of every global batch (validation slices may be empty)."""
+        if min(num_data, batch_size) < self.world_size:
+            raise ConfigError(f"[data] batch_size = {batch_size} on {num_data} training points cannot give each of "
+                              f"{self.world_size} processes a row of every batch: use a batch of at least "
+                              f"{self.world_size}")
 
     def evaluate(self, evaluate, data: torch.Tensor, names: tuple[str, ...]) -> dict[str, float]:
         """``evaluate(data)``'s figures (per-point means), each rank scoring its slice and

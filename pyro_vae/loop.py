@@ -285,16 +285,7 @@ class Loop:
     def _resume_or_start(self) -> TrainState:
         """The store's checkpoint applied, or a fresh state. Under several processes rank 0
         alone reads (or refuses) the run directory and shares the result."""
-        ckpt = None
-        if self.store is not None:
-            try:
-                found = ("ok", self.store.load()) if self.replicas.is_main else None
-            except Exception as e:  # shared, so that every rank stops with the same error
-                found = ("error", e)
-            found = self.replicas.shared(found)
-            if found[0] == "error":
-                raise found[1]
-            ckpt = found[1]
+        ckpt = None if self.store is None else self.replicas.on_main(self.store.load)
         if ckpt is None:
             return TrainState(stopped="budget" if self.budget.epochs <= 0 else None)
         self.module.load_state_dict(ckpt["module"])

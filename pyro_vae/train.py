@@ -132,31 +132,12 @@ def train(config: Config, run_dir: str | Path, progress: bool = True,
     """
     replicas = distributed.Replicas()
     exp = build(config)
-    if replicas.active:
-        _check_shardable(exp, replicas.world_size)
+    replicas.check_batches(len(exp.data.train), config.data.batch_size)
     store = RunDirectory(run_dir, config, exp.device)
-    if replicas.is_main:
-        try:
-            store.open()
-            error = None
-        except ConfigError as e:
-            error = e
-    else:
-        error = None
-    error = replicas.shared(error)
-    if error is not None:
-        raise error
+    replicas.on_main(store.open)
     loop = Loop(exp.module, exp.inference, exp.data, config.data.batch_size, config.budget, seed=config.seed,
                 store=store, callbacks=callbacks, progress=progress, replicas=replicas, device=exp.device)
     return exp, loop.run()
-
-
-def _check_shardable(exp: Experiment, world: int) -> None:
-    """Every rank must get rows of every global batch (validation slices may be empty)."""
-    n, b = len(exp.data.train), exp.config.data.batch_size
-    if min(n, b) < world:
-        raise ConfigError(f"[data] batch_size = {b} on {n} training points cannot give each of "
-                          f"{world} processes a row of every batch: use a batch of at least {world}")
 
 
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Experiment, TrainState]:
