@@ -203,7 +203,7 @@ class ExemplarNormal(TorchDistribution):
             # einsum's backward for w is an outer-product bmm that CPU runs batch by batch
             near = (qb * w).sum(-1) if len(qb) == 1 else torch.einsum("vbof,bkf->vbk", qb, w)
             parts.append((near + c).reshape(-1, k))
-        parts.append(self._shared(q, torch.arange(self.support_size - k, device=q.device)))
+        parts.append(self._shared(q))
         table = torch.cat(parts, -1) if k else parts[0]
         if self.support_mask is not None:  # (B, Q): -inf where y has no prior mass
             table = table.view(-1, *self.support_mask.shape).masked_fill(~self.support_mask, -math.inf)
@@ -212,21 +212,22 @@ class ExemplarNormal(TorchDistribution):
             table = table.index_select(-1, y)
         return table.reshape(vb + table.shape[-1:])
 
-    def _shared(self, q: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """``(V, G)``: log-density of query features ``q`` under the shared ``groups``."""
+    def _shared(self, q: torch.Tensor) -> torch.Tensor:
+        """``(V, G)``: log-density of query features ``q`` under every shared group, in
+        blocks of consecutive groups (slices: views, whose backward is a copy, not the
+        scatter of an index)."""
         w, c = self.features()
         s = self.group_size
-        block = max(1, MAX_ELEMENTS // max(1, len(q) * s))
+        block = max(1, MAX_ELEMENTS // max(1, len(q) * s)) * s  # rows of the table per block
         cols = []
-        for start in range(0, len(groups), block):
-            gg = groups[start : start + block]
+        for start in range(0, len(c), block):
+            rows = slice(start, start + block)
             if s == 1:
-                cols.append(torch.addmm(take(c, gg), q, take(w, gg).T))
+                cols.append(torch.addmm(c[rows], q, w[rows].T))
                 continue
-            rows = (gg.unsqueeze(-1) * s + torch.arange(s, device=gg.device)).reshape(-1)
-            lp = torch.addmm(take(c, rows) + take(self.log_weights, rows), q, take(w, rows).T)
-            cols.append(logsumexp(lp.view(len(q), len(gg), s)))
-        return torch.cat(cols, -1)
+            lp = torch.addmm(c[rows] + self.log_weights[rows], q, w[rows].T)
+            cols.append(logsumexp(lp.view(len(q), -1, s)))
+        return torch.cat(cols, -1) if len(cols) > 1 else cols[0]
 
 
 class ExemplarMixture(TorchDistribution):

@@ -128,6 +128,7 @@ class KNN:
 
     def __init__(self, tail: int, fresh: int = 0):
         self.tail, self.fresh = tail, fresh
+        self._slots: Optional[torch.Tensor] = None  # scratch: each exemplar's column in the pool, -1 if none
 
     def make_pool(self, index: torch.Tensor, bank: ExemplarBank, leave_one_out: bool) -> ExemplarPool:
         n, batch, device = bank.num, len(index), index.device
@@ -136,28 +137,36 @@ class KNN:
         sample = torch.arange(n, device=device) if self.tail >= n else torch.randint(0, n, (self.tail,), device=device)
         rows = torch.unique(torch.cat([index, sample]))  # sorted
         size = len(rows)
-        batch_pos = torch.searchsorted(rows, index)
-        # shared rows that are in a point's list already count in its near stratum
-        pos = torch.searchsorted(rows, lists).clamp(max=size - 1)
-        pos = torch.where(rows[pos] == lists, pos, size)
-        listed = torch.zeros(batch, size + 1, dtype=torch.bool, device=device).scatter_(1, pos, True)[:, :size]
-        own = torch.zeros(batch, size, dtype=torch.bool, device=device)
-        own[torch.arange(batch, device=device), batch_pos] = True
-        tail = ~listed & ~own  # the rest of the shared rows: a uniform sample of the tail
+        slots = self._slot_table(n, device)
+        slots[rows] = torch.arange(size, device=device)
+        batch_pos, pos = slots[index], slots[lists]  # shared columns of the rows and of the listed
+        slots[rows] = -1
+        # the shared columns that are a point's own or in its list (counted in its near
+        # stratum) are not its tail: the rest of the shared columns are a uniform sample of it
+        tail = torch.ones(batch, size + 1, dtype=torch.bool, device=device)
+        tail.scatter_(1, torch.where(pos < 0, size, pos), False)
+        tail[torch.arange(batch, device=device), batch_pos] = False
+        tail = tail[:, :size]
         others = n - 1 if leave_one_out else n
         num_near = k + (not leave_one_out)  # without leave-one-out the own component joins
         num_tail = tail.sum(-1, keepdim=True).float()
         tail_mass = (others - num_near) / others
         # with no tail sample (tiny n) the near stratum takes all the mass
         near_w = torch.where(num_tail > 0, 1.0 / others, 1.0 / max(num_near, 1))
-        tail_w = tail_mass / num_tail.clamp(min=1)
-        shared = torch.where(tail, tail_w.log(), -math.inf)
+        shared = (tail_mass / num_tail.clamp(min=1)).log().expand(batch, size).masked_fill(~tail, -math.inf)
         if not leave_one_out:
+            own = torch.zeros(batch, size, dtype=torch.bool, device=device)
+            own[torch.arange(batch, device=device), batch_pos] = True
             shared = torch.where(own, near_w.log(), shared)
         logits = torch.cat([near_w.log().expand(batch, k), shared], -1)
         explore = torch.cat([index, sample[:EXPLORE]])
         return ExemplarPool(rows, logits, near=lists, near_fresh=min(self.fresh, k), batch_pos=batch_pos,
                             explore=explore)
+
+    def _slot_table(self, n: int, device: torch.device) -> torch.Tensor:
+        if self._slots is None or len(self._slots) != n or self._slots.device != device:
+            self._slots = torch.full((n,), -1, dtype=torch.long, device=device)
+        return self._slots
 
 
 def make_estimator(name: str, tail: int = 300, fresh: int = 0):
