@@ -42,10 +42,12 @@ import numbers
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
 from pyro_vae.capabilities import capabilities_of
+from pyro_vae.plates import module_registration_skipped
 from pyro_vae.traces import max_plate_nesting, particle_traces
 
 __all__ = ["LogLikelihood", "elbo_per_point", "importance_log_likelihood", "log_likelihood", "log_weights"]
@@ -113,8 +115,8 @@ def importance_log_likelihood(
     _check_args(data, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size)
     nesting = max_plate_nesting(model, guide, data[:batch_size])
     per_point = torch.cat([
-        _batch_log_likelihood(model, guide, x, num_samples, chunk_size, nesting)
-        for x in tqdm(data.split(batch_size), disable=not progress, desc="log p(x)", unit="batch")
+        _batch_log_likelihood(model, guide, x, num_samples, chunk_size, nesting, validate=i == 0)
+        for i, x in enumerate(tqdm(data.split(batch_size), disable=not progress, desc="log p(x)", unit="batch"))
     ])
     return LogLikelihood.from_per_point(per_point, num_samples)
 
@@ -137,29 +139,44 @@ def elbo_per_point(
     _check_args(data, num_samples=num_samples, batch_size=batch_size, chunk_size=chunk_size)
     nesting = max_plate_nesting(model, guide, data[:batch_size])
     return torch.cat([
-        sum(lw.sum(0) for lw in _log_weight_chunks(model, guide, x, num_samples, chunk_size, nesting))
+        sum(lw.sum(0) for lw in _log_weight_chunks(model, guide, x, num_samples, chunk_size, nesting, i == 0))
         / num_samples
-        for x in data.split(batch_size)
+        for i, x in enumerate(data.split(batch_size))
     ])
 
 
 def _batch_log_likelihood(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk_size: int, nesting: int
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk_size: int, nesting: int,
+    validate: bool = True,
 ) -> torch.Tensor:
     """``(batch,)`` log-mean-exp of the log weights, accumulated chunk by chunk."""
     total = None
-    for log_w in _log_weight_chunks(model, guide, x, num_samples, chunk_size, nesting):
+    for log_w in _log_weight_chunks(model, guide, x, num_samples, chunk_size, nesting, validate):
         chunk_total = log_w.logsumexp(0)
         total = chunk_total if total is None else torch.logaddexp(total, chunk_total)
     return total - math.log(num_samples)
 
 
 def _log_weight_chunks(
-    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk_size: int, nesting: int
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int, chunk_size: int, nesting: int,
+    validate: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """The ``num_samples`` log weights of batch ``x`` as ``(≤ chunk_size, batch)`` chunks."""
+    """The ``num_samples`` log weights of batch ``x`` as ``(≤ chunk_size, batch)`` chunks.
+
+    No chunk registers the networks' parameters as Pyro param sites (the weights never
+    read them; :func:`pyro_vae.plates.register_module`). With ``validate`` (the first
+    batch of an evaluation) the first chunk runs with Pyro's validation as configured
+    (argument and support checks, NaN warnings); every other chunk skips it, as the
+    training objectives skip it after their first step: a mistake in the model shows
+    on the first chunk, and the later ones run the same program on other particles and
+    data points. Those fast chunks also score an independent Bernoulli site by
+    :func:`pyro_vae.traces.bernoulli_log_prob`.
+    """
     for start in range(0, num_samples, chunk_size):
-        yield log_weights(model, guide, x, min(chunk_size, num_samples - start), nesting)
+        checks = contextlib.nullcontext() if validate and start == 0 else pyro.validation_enabled(False)
+        with module_registration_skipped(), checks:
+            log_w = log_weights(model, guide, x, min(chunk_size, num_samples - start), nesting)
+        yield log_w
 
 
 def log_weights(model: Callable, guide: Callable, x: torch.Tensor, num_particles: int,
