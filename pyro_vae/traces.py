@@ -33,7 +33,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import is_validation_enabled, prune_subsample_sites
 from torch import nn
-from torch.distributions import Bernoulli, Independent
+from torch.distributions import Bernoulli, Independent, Normal
 from torch.nn.functional import softplus
 
 from pyro_vae.errors import ConfigError
@@ -243,15 +243,18 @@ def _compute_log_prob(trace: poutine.Trace, sites: list[dict]) -> None:
     validation), restricted to ``sites``.
 
     Evaluation without gradients or validation (the importance sampler's chunks after
-    each batch's first, see :mod:`pyro_vae.evaluation.marginal_likelihood`) scores an
-    independent Bernoulli site by :func:`bernoulli_log_prob`: the same log-density in
-    about half the time; everything else, and every differentiable or validated call,
-    by the site's own ``log_prob``.
+    its first, see :mod:`pyro_vae.evaluation.marginal_likelihood`) scores an
+    independent Bernoulli site by :func:`bernoulli_log_prob`, the same log-density in
+    about half the time, and a Normal one by :func:`normal_log_prob`, the same values
+    with fewer full-size passes; everything else, and every differentiable or validated
+    call, by the site's own ``log_prob``.
     """
     if not torch.is_grad_enabled() and not is_validation_enabled():
         for site in sites:
             if "log_prob" not in site:
                 log_p = bernoulli_log_prob(site["fn"], site["value"])
+                if log_p is None:
+                    log_p = normal_log_prob(site["fn"], site["value"])
                 if log_p is not None:
                     site["unscaled_log_prob"] = log_p
                     site["log_prob"] = scale_and_mask(log_p, site["scale"], site["mask"])
@@ -285,6 +288,36 @@ def bernoulli_log_prob(fn, value: torch.Tensor) -> Optional[torch.Tensor]:
     logits = logits.reshape(logits.shape[: logits.dim() - dims] + (-1,))
     value = value.reshape(value.shape[: value.dim() - dims] + (-1,)).to(logits.dtype)
     return torch.einsum("...k,...k->...", logits, value) - softplus(logits).sum(-1)
+
+
+def normal_log_prob(fn, value: torch.Tensor) -> Optional[torch.Tensor]:
+    """``fn.log_prob(value)`` for ``fn = Normal(loc, scale)`` or ``Independent`` of one:
+    bitwise torch's values (the same operations in the same order), but ``loc`` and
+    ``scale`` are read without the particle dims a plate expanded them to (``scale²``,
+    ``log scale`` and ``2 scale²`` are computed once per point, not once per particle)
+    and the full-size terms are updated in place in one temporary. None for any other
+    ``fn``, or when the shapes do not allow it.
+    """
+    dims = 0
+    if type(fn).log_prob is Independent.log_prob:
+        fn, dims = fn.base_dist, fn.reinterpreted_batch_ndims
+    if type(fn).log_prob is not Normal.log_prob or fn._validate_args:
+        return None
+    loc, scale = _unexpanded(fn.loc), _unexpanded(fn.scale)
+    out = value - loc
+    if out.shape != torch.broadcast_shapes(value.shape, fn.loc.shape, fn.scale.shape):
+        return None
+    var = scale**2
+    out.pow_(2).neg_().div_(2 * var).sub_(scale.log()).sub_(math.log(math.sqrt(2 * math.pi)))
+    return out.reshape(out.shape[: out.dim() - dims] + (-1,)).sum(-1) if dims else out
+
+
+def _unexpanded(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with every expanded dim (stride 0, size > 1) cut to size 1: the same values
+    under broadcasting, without materialising the copies in arithmetic."""
+    if not any(st == 0 and sz > 1 for sz, st in zip(t.shape, t.stride())):
+        return t
+    return t[tuple(slice(0, 1) if st == 0 and sz > 1 else slice(None) for sz, st in zip(t.shape, t.stride()))]
 
 
 def non_reparameterized_sites(traces: ParticleTraces) -> list[str]:
