@@ -351,7 +351,8 @@ def main(argv=None) -> int:
     for r in rows:
         if "ratio" in r:
             target = "; target <= 1.1" if r["side"] == "plain" else ""
-            print(f"{r['model']} ratio package / {r['side']}: {r['ratio']:.3f} (paired median {r['paired']:.3f}{target})")
+            print(f"{r['model']} ratio package / {r['side']}: {r['ratio']:.3f} "
+                  f"(paired median {r['paired']:.3f}{target})")
     return 0
 
 
