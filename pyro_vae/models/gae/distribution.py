@@ -275,7 +275,8 @@ class ExemplarMixture(TorchDistribution):
         exclude = None if self.exclude is None else self.exclude.expand(rows).reshape(-1)
         flat = value.reshape(-1, value.shape[-1])
         differentiable = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (value, self.loc, self.scale, *self.features()))
+            t is not None and t.requires_grad
+            for t in (value, self.loc, self.scale, self.log_weights, *self.features()))
         table = None if differentiable else self.table()
         return log_mixture(flat, self.loc, self.scale, self.log_weights, exclude, self.features(),
                            table=table).view(rows)
