@@ -96,6 +96,9 @@ def jobs(out: Path) -> dict[str, Job]:
         "distributed_throughput.py": Job(script("distributed_throughput.py", "--workload", "gae-digits",
                                                 "--setups", "1x1", "2x1", "--seconds", "0.2", "--reps", "5",
                                                 "--out", str(out / "distributed_throughput.json"))),
+        "importance_sampling.py": Job(script("importance_sampling.py", "--images", "2", "--samples", "50",
+                                             "--exemplars", "500", "--repeats", "1", "--threads", "1",
+                                             "--peak-size", "512")),
         "gae_refresh.py": Job(script("gae_refresh.py", "--periods", "1", "2", "--epochs", "1", "--n-train", "300",
                                      "--hidden-size", "50", "--points", "20", "--out", str(out / "gae_refresh"))),
         "gae_bandwidth.py": Job(script("gae_bandwidth.py", str(runs / "vae-L1"), "--scales", "1", "2",
@@ -246,3 +249,14 @@ def test_the_smoke_runs_are_quick(smoke):
     times = {name: round(done.seconds, 1) for name, done in smoke[1].items()}
     print(json.dumps(times, indent=1))
     assert max(times.values()) < 300, times
+
+
+def test_importance_sampling(smoke):
+    """Its table and the package / plain ratio lines (the numbers are not checked: a smoke
+    run times a few milliseconds of work)."""
+    _, done = result(smoke, "importance_sampling.py")
+    assert "GEMM peak" in done.out and "load average" in done.out
+    for model in ("VAE", "GAE"):
+        assert f"| {model} | package |" in done.out and f"| {model} | plain |" in done.out
+        assert f"{model} ratio package / plain: " in done.out
+    assert "VAE ratio package / plain, x·l − softplus: " in done.out

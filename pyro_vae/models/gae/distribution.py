@@ -22,6 +22,7 @@ from pyro_vae.models.gae.kernels import (
     component_features,
     features_to_params,
     log_mixture,
+    mixture_table,
     query_features,
     take,
 )
@@ -238,7 +239,9 @@ class ExemplarMixture(TorchDistribution):
     ``exclude``, broadcastable to the batch shape, drops component ``exclude[b]`` from
     row ``b``'s sum (leave-one-out: pass ``log_weights = −log(P − 1)``). ``log_prob`` is
     the exact log-sum-exp over all components, blocked (:func:`log_mixture`), with the
-    kernel features computed once per distribution.
+    kernel features computed once per distribution, and without gradients its
+    :func:`~pyro_vae.models.gae.kernels.mixture_table` too (``table``: precomputed, e.g.
+    once per frozen scope of the prior, for every chunk of importance particles).
     """
 
     arg_constraints = {}
@@ -246,10 +249,11 @@ class ExemplarMixture(TorchDistribution):
 
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, batch_shape=torch.Size(),
                  log_weights: Optional[torch.Tensor] = None, exclude: Optional[torch.Tensor] = None,
-                 features: Optional[tuple[torch.Tensor, torch.Tensor]] = None, validate_args=None):
+                 features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                 table: Optional[torch.Tensor] = None, validate_args=None):
         self.loc, self.scale = loc, scale
         self.log_weights, self.exclude = log_weights, exclude
-        self._features = features
+        self._features, self._table = features, table
         super().__init__(torch.Size(batch_shape), loc.shape[-1:], validate_args=False)
 
     def features(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,15 +261,26 @@ class ExemplarMixture(TorchDistribution):
             self._features = component_features(self.loc, self.scale)
         return self._features
 
+    def table(self) -> torch.Tensor:
+        """The weighted kernel table of the evaluation path (computed once, unless given)."""
+        if self._table is None:
+            self._table = mixture_table(*self.features(), self.log_weights)
+        return self._table
+
     def expand(self, batch_shape, _instance=None):
         return ExemplarMixture(self.loc, self.scale, batch_shape, self.log_weights, self.exclude,
-                               self._features)
+                               self._features, self._table)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         rows = value.shape[:-1]
         exclude = None if self.exclude is None else self.exclude.expand(rows).reshape(-1)
         flat = value.reshape(-1, value.shape[-1])
-        return log_mixture(flat, self.loc, self.scale, self.log_weights, exclude, self.features()).view(rows)
+        differentiable = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad
+            for t in (value, self.loc, self.scale, self.log_weights, *self.features()))
+        table = None if differentiable else self.table()
+        return log_mixture(flat, self.loc, self.scale, self.log_weights, exclude, self.features(),
+                           table=table).view(rows)
 
     @torch.no_grad()
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:

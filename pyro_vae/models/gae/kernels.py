@@ -71,6 +71,16 @@ def expected_log_prob_matrix(
     return torch.addmm(c, expected_query_features(q_loc, q_scale), w.T)
 
 
+def mixture_table(w: torch.Tensor, c: torch.Tensor, log_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(P, 2D + 1)`` table ``[w_j, c_j + log weight_j]`` of :func:`component_features`
+    ``(w, c)`` with the mixture's log-weights (default ``−log P``) folded into the constant:
+    then ``[z², z, 1] · table_j = log weight_j + log N(z; μ_j, σ_j²)``, a whole block of
+    weighted log-densities one matrix product with no bias pass (:func:`log_mixture`)."""
+    num = w.shape[0]
+    const = c - math.log(num) if log_weights is None else c + log_weights
+    return torch.cat([w, const.unsqueeze(-1)], -1)
+
+
 def log_mixture(
     z: torch.Tensor,
     loc: torch.Tensor,
@@ -79,6 +89,7 @@ def log_mixture(
     exclude: Optional[torch.Tensor] = None,
     features: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
     max_elements: int = MAX_ELEMENTS,
+    table: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     r"""``log Σ_j w_j N(z_v; loc_j, scale_j²)`` for every row of ``z (V, D)``: ``(V,)``.
 
@@ -87,11 +98,26 @@ def log_mixture(
     memory does not grow with ``V · P``. ``log_weights (P,)`` defaults to ``−log P``
     (the uniform mixture). ``exclude (V,)`` drops component ``exclude[v]`` from row
     ``v``'s sum (leave-one-out; ``−1`` excludes nothing) without renormalising the
-    weights. ``features`` are precomputed :func:`component_features` of ``loc, scale``.
+    weights. ``features`` are precomputed :func:`component_features` of ``loc, scale``;
+    ``table``, the precomputed :func:`mixture_table` of them and ``log_weights``.
+
+    Without gradients (evaluation: the importance sampler scores ``V`` = particles x
+    points rows against all ``P`` exemplars) the blocks are written into one reused
+    buffer by a single matrix product each (:func:`mixture_table`: the constants ride in
+    the product) and reduced in place (:func:`_log_mixture_blocks`); with gradients the
+    same sums are taken out of place, differentiably.
     """
-    num = loc.shape[0]
+    num = loc.shape[0] if loc is not None else (table if table is not None else features[0]).shape[0]
     if num == 0:
         raise ValueError("the mixture has no components")
+    differentiable = torch.is_grad_enabled() and (
+        z.requires_grad or any(t is not None and t.requires_grad for t in (loc, scale, log_weights, table))
+        or (features is not None and any(t.requires_grad for t in features)))
+    if not differentiable:
+        if table is None:
+            w, c = features if features is not None else component_features(loc, scale)
+            table = mixture_table(w, c, log_weights)
+        return _log_mixture_blocks(z, table, exclude, max_elements)
     w, c = features if features is not None else component_features(loc, scale)
     if log_weights is None:
         c = c - math.log(num)
@@ -115,5 +141,53 @@ def log_mixture(
             total = lse if total is None else torch.logaddexp(total, lse)
         out.append(total)
     return torch.cat(out)
+
+
+#: The evaluation path's blocks: up to ``ROW_BLOCK`` rows of z and ``FAST_BLOCK``
+#: log-densities (8 MB in float32), the fastest of the shapes measured (256-2000 rows,
+#: 0.5-4 M elements; ``benchmarks/importance_sampling.py``, the README's section).
+ROW_BLOCK = 1024
+FAST_BLOCK = 1 << 21
+
+
+def _log_mixture_blocks(z: torch.Tensor, table: torch.Tensor, exclude: Optional[torch.Tensor],
+                        max_elements: int) -> torch.Tensor:
+    """:func:`log_mixture` without gradients, from its :func:`mixture_table`.
+
+    Each ``(rows, cols)`` block of weighted log-densities is one ``mm`` of
+    ``[z², z, 1]`` and the table into a buffer reused by every block (no bias copy, no
+    fresh allocation), then reduced in place: the row maxima, ``exp`` of the shifted
+    terms floored as in :func:`pyro_vae.ops.logsumexp` (terms that underflow leave
+    ``exp``'s vectorised path), the row sums; the blocks' log-sum-exps are combined by a
+    streaming ``logaddexp``, as in the differentiable path.
+    """
+    num = table.shape[0]
+    budget = max(1, min(max_elements, FAST_BLOCK))
+    rows = max(1, min(len(z), ROW_BLOCK, budget))
+    cols = max(1, min(num, budget // rows))
+    query = torch.cat([z * z, z, z.new_ones(len(z), 1)], -1)
+    buffer = z.new_empty(rows * cols)
+    floor = math.log(torch.finfo(z.dtype).tiny) + 1.0
+    out = z.new_empty(len(z))
+    for r0 in range(0, len(z), rows):
+        q = query[r0 : r0 + rows]
+        ex = None if exclude is None else exclude[r0 : r0 + rows]
+        total = None
+        for c0 in range(0, num, cols):
+            part = table[c0 : c0 + cols]
+            block = torch.mm(q, part.T, out=buffer[: len(q) * len(part)].view(len(q), len(part)))
+            if ex is not None:
+                hit = (ex >= c0) & (ex < c0 + len(part))
+                if bool(hit.any()):
+                    hit_rows = hit.nonzero().squeeze(-1)
+                    block.index_put_((hit_rows, ex[hit_rows] - c0), block.new_tensor(-math.inf))
+            top = block.amax(1)
+            empty = top == -math.inf
+            shift = top.masked_fill(~torch.isfinite(top), 0.0)
+            block.sub_(shift.unsqueeze(1)).clamp_(min=floor).exp_()
+            lse = block.sum(1).log_().add_(shift).masked_fill_(empty, -math.inf)
+            total = lse if total is None else torch.logaddexp(total, lse)
+        out[r0 : r0 + len(q)] = total
+    return out
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import pyro
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from pyro_vae.models.gae.distribution import ExemplarMixture, ExemplarNormal
-from pyro_vae.models.gae.kernels import MAX_ELEMENTS, component_features, log_mixture
+from pyro_vae.models.gae.kernels import MAX_ELEMENTS, component_features, log_mixture, mixture_table
 from pyro_vae.plates import register_module
 
 BANDWIDTHS = ("posterior", "shared")
@@ -69,13 +69,26 @@ class SharedBandwidth(nn.Module):
 
 @dataclass
 class _Scope:
-    """A frozen (and perhaps collapsed) view of one prior: its exact components."""
+    """A frozen (and perhaps collapsed) view of one prior: its exact components, and the
+    weighted kernel tables of its marginals, built once for every call inside
+    (:meth:`table`)."""
 
     prior: "ExemplarPrior"
     loc: torch.Tensor
     scale: torch.Tensor
     features: tuple[torch.Tensor, torch.Tensor]
     collapsed: bool
+    tables: dict = field(default_factory=dict)
+
+    def table(self, log_weights: Optional[torch.Tensor]) -> torch.Tensor:
+        """:func:`~pyro_vae.models.gae.kernels.mixture_table` of the mixture over all
+        components (``log_weights`` None) or of the leave-one-out one (its weights are the
+        same for every row: ``−log(n − 1)``)."""
+        key = log_weights is None
+        if key not in self.tables:
+            with torch.no_grad():
+                self.tables[key] = mixture_table(*self.features, log_weights)
+        return self.tables[key]
 
 
 _SCOPE: contextvars.ContextVar[Optional[_Scope]] = contextvars.ContextVar("pyro_vae_exemplar_scope", default=None)
@@ -260,7 +273,8 @@ class ExemplarPrior(nn.Module):
         else:
             loc, scale, features = scope.loc, scope.scale, scope.features
         log_w, exclude = self._leave_one_out_weights(index, loc)
-        return ExemplarMixture(loc, scale, (batch,), log_w, exclude, features)
+        table = None if scope is None else scope.table(log_w)
+        return ExemplarMixture(loc, scale, (batch,), log_w, exclude, features, table)
 
     def _leave_one_out_weights(self, index: Optional[torch.Tensor], like: torch.Tensor):
         if index is None or not self.leave_one_out:
