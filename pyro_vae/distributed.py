@@ -168,15 +168,47 @@ def shutdown(barrier: bool = False) -> None:
     """Leave the process group (safe to call twice, or after a failure).
 
     ``barrier=True`` (the normal end of a run) first waits for every rank to get there,
-    so that none tears its connections down while another still receives.
+    so that none tears its connections down while another still receives, and then
+    keeps rank 0 -- the host of the rendezvous store -- until every rank has left its
+    group: a peer whose store vanished while it was still tearing down can abort at
+    exit (torchelastic's agents keep the same exit barrier).
     """
-    if dist.is_available() and dist.is_initialized():
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world, me = dist.get_world_size(), dist.get_rank()
+    store = _default_store() if barrier and world > 1 else None
+    if store is not None:
         try:
-            if barrier and dist.get_world_size() > 1:
-                dist.barrier()
-            dist.destroy_process_group()
-        except Exception:  # a broken group: nothing left to release
-            pass
+            dist.barrier()
+        except Exception:  # a broken group: leave it all the same
+            store = None
+    try:
+        dist.destroy_process_group()
+    except Exception:  # nothing left to release
+        pass
+    if store is not None:
+        _exit_barrier(store, world, me)
+
+
+def _default_store():
+    """The default group's rendezvous store, or None where this torch keeps it elsewhere."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:
+        return None
+
+
+def _exit_barrier(store, world: int, me: int, timeout: float = 30.0) -> None:
+    """Every rank checks in; rank 0, whose process hosts the store, returns once all have
+    (or after ``timeout`` seconds: a peer that died is not waited for)."""
+    try:
+        count = store.add("pyro_vae/left_group", 1)
+        deadline = time.monotonic() + timeout
+        while me == 0 and count < world and time.monotonic() < deadline:
+            time.sleep(0.01)
+            count = store.add("pyro_vae/left_group", 0)
+    except Exception:  # the store is gone: nothing left to wait for
+        pass
 
 
 def _collective(fn, *args, **kwargs):

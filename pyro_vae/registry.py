@@ -40,13 +40,15 @@ from pyro_vae.models import gae, vae
 class Family:
     """A model family: ``build(config, data) -> module``; ``objective(config, module,
     num_particles) -> Objective`` is what ``[inference] elbo = "auto"`` trains it with
-    (None: a Pyro ELBO)."""
+    (None: a Pyro ELBO); ``exclusive``: the family trains with that objective only (it
+    holds training terms of its own that a Pyro ELBO on the story would leave out)."""
 
     config: type
     build: Callable
     capabilities: Capabilities
     model_class: type
     objective: Optional[Callable] = None
+    exclusive: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,26 +64,24 @@ class Algorithm:
 LATENT_VARIABLE = Capabilities(has_guide=True)
 
 FAMILIES: dict[str, Family] = {
-    "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE),
+    "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective),
     "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True,
                                                          latent_sites=("y", "z")),
-                  gae.GAE, objective=gae.objective),
+                  gae.GAE, objective=gae.objective, exclusive=True),
 }
 
 
 def _svi(config, module: nn.Module, family: Optional[Family]) -> SVI:
     inf, opt = config.inference, config.optim
     elbo = inf.elbo
-    if family is not None and family.objective is not None:
-        if elbo != "auto":
-            raise ConfigError(
-                f"[inference] elbo = {elbo!r} would train the {config.model.name!r} model's story without its "
-                "own training terms (its estimator and penalty): use elbo = \"auto\"")
+    if family is not None and family.exclusive and elbo != "auto":
+        raise ConfigError(
+            f"[inference] elbo = {elbo!r} would train the {config.model.name!r} model's story without its "
+            "own training terms (its estimator and penalty): use elbo = \"auto\"")
+    if elbo == "auto" and family is not None and family.objective is not None:
         elbo = family.objective(config, module, num_particles=inf.num_particles)
     elif elbo == "auto":
-        caps = capabilities_of(module)
-        # compiled where it can be: a warm-up changes the weight a traced ELBO holds fixed
-        elbo = "trace_enum" if caps.enumerated_latents else "meanfield" if inf.warmup_epochs else "jit_meanfield"
+        elbo = "trace_enum" if capabilities_of(module).enumerated_latents else "meanfield"
     return SVI(module, elbo, inf.num_particles, opt.name, opt.lr, inf.kl_weight, inf.warmup_epochs)
 
 

@@ -366,6 +366,30 @@ def test_every_gradient_based_algorithm_trains_data_parallel(tmp_path):
     assert ckpt["state"]["epoch"] == 1 and all(torch.isfinite(t).all() for t in ckpt["module"].values())
 
 
+EXIT_WORKER = textwrap.dedent("""
+    import sys, time, torch
+    import torch.distributed as dist
+    from pyro_vae import distributed
+    distributed.init()
+    rank, destroy = distributed.rank(), dist.destroy_process_group
+    def slow_destroy():  # rank 1 takes a second to leave its group
+        destroy()
+        if rank == 1:
+            time.sleep(1.0)
+        torch.save({"left_group": time.time()}, f"{sys.argv[1]}/rank{rank}.pt")
+    dist.destroy_process_group = slow_destroy
+    distributed.shutdown(barrier=True)
+    torch.save({**torch.load(f"{sys.argv[1]}/rank{rank}.pt"), "returned": time.time()}, f"{sys.argv[1]}/rank{rank}.pt")
+""")
+
+
+def test_rank_0_hosts_the_store_until_every_rank_has_left_its_group(tmp_path):
+    """shutdown(barrier=True): rank 0's process holds the rendezvous store, so it returns
+    (and may exit) only after the slowest rank has destroyed its group."""
+    ranks = run_two_ranks(tmp_path, EXIT_WORKER)
+    assert ranks[0]["returned"] >= ranks[1]["left_group"] > ranks[0]["left_group"] + 0.5
+
+
 def launch_cli(run_dir, port, world, *extra, timeout="60"):
     """Every rank of ``pyro-vae train`` started as torchrun would start it."""
     args = [sys.executable, "-m", "pyro_vae", "train", "--run-dir", str(run_dir), "--no-progress",

@@ -34,8 +34,8 @@ def _calls_of_one_step(name, digits, **settings):
 
 
 def test_svi_samples_z_from_the_guide_with_gradients(digits):
-    # "meanfield", the eager ELBO: a compiled one (the default "auto" is "jit_meanfield")
-    # runs its traced graph from the second step on, without calling the Python model.
+    # "meanfield", Pyro's ELBO on the story (the default "auto" is the VAE's own objective,
+    # which calls the encoder and decoder, not the Python model and guide).
     calls = _calls_of_one_step("svi", digits, elbo="meanfield")
     assert {c["program"] for c in calls} == {"model", "guide"}
     assert all(c["z_shape"] == (B, 2) and not c["generative"] and not c["z_observed"] for c in calls)

@@ -16,8 +16,8 @@ configs differ only in ``[model] name`` (and the GAE's own entries):
     [optim]  adam, lr 1e-3;   [budget] epochs, patience, max_minutes per run
     GAE:     name = "gae"; lambda1 = lambda2 = 0.05 (the default estimator "knn")
 
-``elbo = "auto"``: the VAE trains with the analytic-KL ELBO, the GAE with
-``TraceEnum_ELBO`` (its data index is enumerated). The best validation parameters are
+``elbo = "auto"``: the VAE trains with the analytic-KL ELBO (estimator B), the GAE
+with its exemplar ELBO (its data index summed out over each estimator's pool). The best validation parameters are
 then scored by importance sampling with ``--eval-samples`` samples per test image
 (``pyro_vae.evaluation.log_likelihood``; for the GAE its own estimator with the *exact*
 mixture prior over all 50000 training components). The GAE's evaluation costs

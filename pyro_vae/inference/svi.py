@@ -56,8 +56,8 @@ class SVIConfig:
     name: str = "svi"
     #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL), "trace_enum"
     #: (sums out enumerated discrete latents), their "jit_" variants, or "auto": the
-    #: model family's own objective where it has one (the GAE's), else "jit_meanfield"
-    #: ("meanfield" under a KL warm-up, whose weight a compiled ELBO cannot follow).
+    #: model family's own objective (the VAE's: estimator B computed without Pyro's
+    #: per-step tracing; the GAE's: its exemplar ELBO), else "meanfield".
     elbo: str = "auto"
     #: Samples per data point of the ELBO estimate.
     num_particles: int = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
 from pyro_vae.models.vae.config import VAEConfig
 from pyro_vae.models.vae.model import LIKELIHOODS, VAE, Decoder, StandardNormal
+from pyro_vae.models.vae.objective import MeanFieldELBO
 
 
 def encoder_for(config, event_shape) -> GaussianEncoder:
@@ -24,4 +25,10 @@ def build(config, data) -> VAE:
     return VAE(data.event_shape, m.z_dim, m.hidden, m.activation, m.likelihood, guide=guide, network=m.network)
 
 
-__all__ = ["LIKELIHOODS", "VAE", "Decoder", "StandardNormal", "VAEConfig", "build", "encoder_for"]
+def objective(config, vae: VAE, num_particles: int = 1) -> MeanFieldELBO:
+    """What ``[inference] elbo = "auto"`` trains the VAE with: estimator B, computed directly."""
+    return MeanFieldELBO(vae, num_particles)
+
+
+__all__ = ["LIKELIHOODS", "VAE", "Decoder", "MeanFieldELBO", "StandardNormal", "VAEConfig", "build", "encoder_for",
+           "objective"]

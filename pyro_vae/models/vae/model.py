@@ -27,6 +27,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from torch import nn
+from torch.nn import functional as F
 
 from pyro_vae.capabilities import Capabilities
 from pyro_vae.guides.amortized import DiagonalNormalGuide, GaussianEncoder
@@ -78,6 +79,15 @@ class Decoder(nn.Module):
         """E[x|z], shape ``(..., *event_shape)``."""
         return self(z).mean
 
+    def total_log_prob(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``Σ log p_θ(x|z)`` over every point (and draw) of ``z (..., B, z_dim)``, a scalar:
+        ``self(z).log_prob(x).sum()``, for a Bernoulli in one fused kernel (no per-point
+        intermediate)."""
+        if self.likelihood == "bernoulli":
+            logits = self.head(self.body(z))
+            return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="sum")
+        return self(z).log_prob(x).sum()
+
 
 class StandardNormal(nn.Module):
     """The VAE's prior ``z ~ N(0, I)`` as a component of the model.
@@ -113,6 +123,12 @@ class StandardNormal(nn.Module):
     def log_prob(self, z: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``log p(z)`` for ``z (..., z_dim)``: ``(...)``."""
         return dist.Normal(self.loc, self.scale).log_prob(z).sum(-1)
+
+    def kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``KL(N(loc, diag scale²) ‖ N(0, I))`` per point, ``(...)``, in closed form:
+        ``½ Σ_d (loc² + scale² − 1 − log scale²)``."""
+        var = scale.pow(2)
+        return 0.5 * (loc.pow(2) + var - 1 - var.log()).sum(-1)
 
     def collapsed(self) -> contextlib.AbstractContextManager:
         """The story with discrete latents summed out: the same, there are none."""
@@ -178,12 +194,14 @@ class VAE(nn.Module):
         """p(x, z) = p(z) p_θ(x|z). With ``x=None`` it generates ``num_data`` points."""
         register_module("decoder", self.decoder)
         self.prior.register()
-        batch = self._batch_size(x, num_data)
+        batch = self.batch_size(x, num_data)
         with data_plate(batch, index, num_data):
             z = self.prior(batch, index, num_data, generative=x is None)
             return pyro.sample("x", self.decoder(z), obs=x)
 
-    def _batch_size(self, x: Optional[torch.Tensor], num_data: Optional[int]) -> int:
+    def batch_size(self, x: Optional[torch.Tensor], num_data: Optional[int]) -> int:
+        """The number of points the story is told for: ``len(x)`` (checked to be
+        ``(batch, *event_shape)``), or ``num_data`` when it generates."""
         if x is not None:
             if tuple(x.shape[1:]) != self.event_shape:
                 raise ValueError(f"x must be a (batch, *event_shape) tensor with event_shape {self.event_shape}, "
