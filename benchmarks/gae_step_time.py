@@ -5,7 +5,9 @@ the VAE's only in ``[model]`` entries, and steps through ``inference.step`` on t
 same minibatches of static binarized MNIST (batch 100, Adam 1e-3), round-robin, so that
 machine load hits all alike. Models:
 
-* ``vae``: the VAE, ``elbo = "auto"`` (analytic KL);
+* ``vae``: the VAE, ``elbo = "auto"`` (its own objective: estimator B computed directly);
+* ``vae-<elbo>``: the VAE with another ``[inference] elbo`` (``--vae-elbos``), e.g.
+  ``meanfield``, the default before 0.2: an extra column of ratios against it;
 * ``gae``: the GAE with its default scalable estimator (``estimator = "knn"``:
   neighbour lists plus a uniform tail sample over a cache of all n encoder statistics;
   see ``pyro_vae.models.gae``), ``elbo = "auto"`` (its training objective
@@ -27,6 +29,7 @@ is reported apart.
 
     python benchmarks/gae_step_time.py                       # 1 and 2 hidden layers, ~10 min
     python benchmarks/gae_step_time.py --steps 20 --layers 1 --exact-steps 1   # quick look
+    python benchmarks/gae_step_time.py --exact-steps 0 --threads 1 --naive-exemplars --vae-elbos meanfield
     python benchmarks/gae_step_time.py --layers 1 --steps 2 --warmup 1 --naive-exemplars 50 --exact-steps 1 \\
         --n-train 500 --hidden-size 50                       # smoke test, seconds
 """
@@ -59,6 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--exact-steps", type=int, default=3, help="steps of the all-n exact estimator (0: skip)")
     p.add_argument("--gae", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra [model] entries for the GAE, e.g. neighbours=64")
+    p.add_argument("--vae-elbos", nargs="*", default=[], metavar="ELBO",
+                   help="also time the VAE with these [inference] elbo values (ratios against each)")
     add_threads(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("results/gae_step_time"))
@@ -72,6 +77,8 @@ def run_depth(args, layers: int) -> dict:
     for m in args.naive_exemplars:
         specs[f"naive-{m}"] = {"name": "gae", "estimator": "random", "tail": m}
     exps = {name: build(gae_config(args, layers, **spec)) for name, spec in specs.items()}
+    for elbo in args.vae_elbos:
+        exps[f"vae-{elbo}"] = build(gae_config(args, layers, name="vae").with_overrides([f"inference.elbo={elbo}"]))
     data = exps["vae"].data.train
     n, b = len(data), args.batch_size
     gen = torch.Generator().manual_seed(args.seed)
@@ -109,6 +116,8 @@ def run_depth(args, layers: int) -> dict:
         "rebuild_every_steps": period,
         "amortized_ms": amortized,
         "amortized_ratio": {name: ms / medians["vae"] for name, ms in amortized.items()},
+        "amortized_ratio_to": {f"vae-{e}": {name: ms / medians[f"vae-{e}"] for name, ms in amortized.items()}
+                               for e in args.vae_elbos},
     }
     if args.exact_steps:
         del exps, objectives
@@ -150,6 +159,10 @@ def main(argv=None) -> int:
         cells = [f"{r['ms_per_step'][n]:.1f} (x{r['ratio_to_vae'][n]:.2f})" for n in names]
         cells += [f"{r['amortized_ms'][n]:.1f} (x{r['amortized_ratio'][n]:.2f})" for n in amortized]
         print(f"| {r['layers']} | " + " | ".join(cells) + " |")
+    for r in rows:
+        for ref, ratios in r["amortized_ratio_to"].items():
+            print(f"{r['layers']} layer(s), amortized against {ref}: "
+                  + ", ".join(f"{n} x{v:.2f}" for n, v in ratios.items()))
     write_json(args.out / "summary.json", {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows})
     return 0
 

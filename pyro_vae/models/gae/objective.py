@@ -137,11 +137,12 @@ class ExemplarELBO(nn.Module):
         stats = self.pool_stats(pool, loc_x, scale_x)
         eps = torch.randn((self.num_particles,) + loc_x.shape, device=loc_x.device, dtype=loc_x.dtype)
         z = loc_x + scale_x * eps  # (K, B, D): the guide's reparameterized draws
-        log_lik = self.gae.decoder(z).log_prob(x)
-        log_q = (-0.5 * eps.pow(2) - scale_x.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
-        log_prior = (stats.log_prob_table(z) + pool.logits).logsumexp(-1)
-        elbo = (log_lik + beta * (log_prior - log_q)).mean(0)
-        loss = -scale_n * elbo.sum()
+        # Σ_b of the K-draw means, each term summed whole (no per-point intermediates)
+        num_draws = self.num_particles
+        log_lik = self.gae.decoder.total_log_prob(z, x) / num_draws
+        log_q = -0.5 * eps.pow(2).sum() / num_draws - scale_x.log().sum() - 0.5 * scale_x.numel() * math.log(2 * math.pi)
+        log_prior = (stats.log_prob_table(z) + pool.logits).logsumexp(-1).sum() / num_draws
+        loss = -scale_n * (log_lik + beta * (log_prior - log_q))
         if self.penalty:
             loss = loss + scale_n * self.penalty(loc_x, scale_x).sum()
         deferred = self._knn and self.deferred and torch.is_grad_enabled()
@@ -323,6 +324,11 @@ class ExemplarELBO(nn.Module):
         z_dim = self.prior.z_dim
         fresh = [(index, loc_x, scale_x)] + ([self._fresh_near] if self._fresh_near is not None else [])
         self._fresh_near = None
+        if not distributed.is_active():  # alone: nothing to gather, write straight away
+            for rows, loc, scale in fresh:
+                self.bank.write(rows, loc.reshape(-1, z_dim), scale.reshape(-1, z_dim))
+            self._after_write(index, index, pool, deferred)
+            return
         rows = torch.cat([r for r, _, _ in fresh])
         stats = torch.cat([torch.cat([loc.reshape(-1, z_dim), scale.reshape(-1, z_dim)], -1)
                            for _, loc, scale in fresh])
@@ -334,7 +340,11 @@ class ExemplarELBO(nn.Module):
         for part in (batch, ~batch):  # the minibatch first, then the re-encoded neighbours
             if bool(part.any()):
                 self.bank.write(rows[part], *stats[part].split(z_dim, -1))
-        global_index = rows[batch]
+        self._after_write(index, rows[batch], pool, deferred)
+
+    def _after_write(self, index: torch.Tensor, global_index: torch.Tensor, pool: ExemplarPool,
+                     deferred: bool) -> None:
+        """Clear the deferred gradients just applied, count the step, improve the lists."""
         if deferred:
             for t in self.bank.deferred_tables:
                 t.index_fill_(0, global_index, 0.0)

@@ -98,8 +98,10 @@ def clustered_neighbours(
     sizes = torch.tensor([len(m) for m in members])  # cpu-ok: bookkeeping
     between = torch.cdist(centroids, centroids).fill_diagonal_(-1.0)  # own cell first, even if another coincides
     cell_order = between.argsort(-1).cpu()  # (C, C), bookkeeping on the CPU
+    # [E z², E z, 1] · [w_j, c_j]: the constant folded into the product (no bias pass)
     w, c = component_features(loc, scale)
-    query = expected_query_features(loc, scale)
+    table = torch.cat([w, c.unsqueeze(-1)], -1)
+    query = torch.cat([expected_query_features(loc, scale), loc.new_ones(n, 1)], -1)
     out = torch.empty(n, k, dtype=torch.long, device=loc.device)
     for cell in range(num_clusters):
         q = members[cell]
@@ -108,7 +110,7 @@ def clustered_neighbours(
         reach = sizes[cell_order[cell]].cumsum(0)
         needed = max(probe, int((reach < k + 1).sum()) + 1)
         cand = torch.cat([members[j] for j in cell_order[cell, :needed].tolist()])
-        scores = torch.addmm(take(c, cand), take(query, q), take(w, cand).T)
+        scores = take(query, q) @ take(table, cand).T
         scores[:, : len(q)].fill_diagonal_(-math.inf)  # cand starts with the cell's own members q
         out[q] = cand[scores.topk(k, dim=-1).indices]
     return out, centroids
