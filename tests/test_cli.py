@@ -28,7 +28,10 @@ def test_every_command_has_help(command, capsys):
     assert f"usage: pyro-vae {command}" in capsys.readouterr().out
 
 
-def test_train_evaluate_sample_plot_cycle(tmp_path):
+def test_train_evaluate_sample_plot_cycle(tmp_path, capsys):
+    """``train`` as a user runs it (a process of its own); the commands that read its run
+    directory through ``main`` in this process (the same code, without an interpreter's
+    start-up each)."""
     run = tmp_path / "run"
     done = cli("train", "--run-dir", str(run), "--epochs", "3", "--no-progress", "--set", "eval.num_samples=20")
     assert done.returncode == 0, done.stderr
@@ -38,18 +41,22 @@ def test_train_evaluate_sample_plot_cycle(tmp_path):
         "samples.png", "reconstructions.png", "latent.png", "elbo.png", "manifold.png"}
     assert (run / "config.toml").exists() and (run / "checkpoint.pt").exists()
 
-    done = cli("evaluate", str(run), "-k", "10", "--limit", "20")
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    def command(*args) -> str:
+        capsys.readouterr()
+        assert main(list(args)) == 0
+        return capsys.readouterr().out
+
+    result = json.loads(command("evaluate", str(run), "-k", "10", "--limit", "20"))
     assert result["points"] == 20 and result["num_samples"] == 10
     assert (run / "evaluation" / "test-20points-k10-seed0-epoch3" / "chunk-0000000.pt").exists()
-    again = json.loads(cli("evaluate", str(run), "-k", "10", "--limit", "20").stdout)  # read back, not redrawn
-    assert again["log_likelihood"] == result["log_likelihood"]
+    again = json.loads(command("evaluate", str(run), "-k", "10", "--limit", "20"))
+    assert again["log_likelihood"] == result["log_likelihood"]  # read back, not redrawn
 
     out = tmp_path / "s.png"
-    assert cli("sample", str(run), "-n", "16", "--out", str(out)).returncode == 0 and out.stat().st_size > 0
+    command("sample", str(run), "-n", "16", "--out", str(out))
+    assert out.stat().st_size > 0
     plots = tmp_path / "plots"
-    assert cli("plot", str(run), "--out", str(plots)).returncode == 0
+    command("plot", str(run), "--out", str(plots))
     assert len(list(plots.glob("*.png"))) == 5
 
 

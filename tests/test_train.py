@@ -49,8 +49,7 @@ def run_cli(run_dir, *extra):
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     """SIGKILL mid-run, resume; the result equals an uninterrupted run's bit for bit."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_cli(whole).wait(timeout=300) == 0
-    proc = run_cli(killed)
+    uninterrupted, proc = run_cli(whole), run_cli(killed)  # side by side
     deadline = time.time() + 120
     while not ((killed / "log.csv").exists() and len(read_log(killed)) >= 3):
         assert time.time() < deadline and proc.poll() is None, "the run ended before it could be killed"
@@ -59,7 +58,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
     proc.wait()
     interrupted_at = len(read_log(killed))
     assert interrupted_at < 25
-    assert run_cli(killed).wait(timeout=300) == 0
+    assert run_cli(killed).wait(timeout=300) == 0 and uninterrupted.wait(timeout=300) == 0
     a, b = checkpoint.load(whole / "checkpoint.pt"), checkpoint.load(killed / "checkpoint.pt")
     assert a["state"]["epoch"] == b["state"]["epoch"] == 25
     for name, tensor in a["module"].items():

@@ -38,6 +38,7 @@ from pyro_vae.config import Config
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import evaluate_elbo
 from pyro_vae.experiments.common import (
+    add_curve_run_options,
     finish_panel,
     focus_ylim,
     int_list,
@@ -98,12 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-points", type=int, default=10, help="evaluation points per curve (default 10)")
     p.add_argument("--eval-points", type=int, default=1000,
                    help="train/test points each evaluation uses (default 1000)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the curves under OUT/runs (finished ones are read back) instead of "
-                        "starting them afresh")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
-    p.add_argument("--data-dir", help="where the data files are (default: the package's search path)")
+    add_curve_run_options(p)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -41,6 +41,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import evaluate_elbo, hmc_log_likelihood, log_likelihood
 from pyro_vae.experiments.aevb_fig2 import LABEL, STYLE
 from pyro_vae.experiments.common import (
+    add_curve_run_options,
     finish_panel,
     focus_ylim,
     int_list,
@@ -115,12 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hmc-warmup", type=int, default=50, help="their HMC warm-up draws (default 50)")
     p.add_argument("--is-samples", type=int, default=500,
                    help="importance samples per point of the estimate alongside (0: skip; default 500)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the curves under OUT/runs (finished ones are read back) instead of "
-                        "starting them afresh")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
-    p.add_argument("--data-dir", help="where the data files are (default: the package's search path)")
+    add_curve_run_options(p)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -259,6 +259,16 @@ def _label(labels: dict) -> str:
 # ----------------------------------------------------------------------------- options
 
 
+def add_curve_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every paper-figure command shares: resume, seed, threads, data folder."""
+    p.add_argument("--resume", action="store_true",
+                   help="continue the curves under OUT/runs (finished ones are read back) instead of "
+                        "starting them afresh")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    p.add_argument("--data-dir", help="where the data files are (default: the package's search path)")
+
+
 def int_list(text: str) -> list[int]:
     """``"3,20"`` -> ``[3, 20]`` (an option's comma-separated integers)."""
     try:

@@ -95,7 +95,20 @@ class Objective(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class PyroELBO:
+class StatelessObjective:
+    """An :class:`Objective` that keeps nothing from step to step (no epoch hook, no state)."""
+
+    def start_epoch(self, epoch: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class PyroELBO(StatelessObjective):
     """A :class:`pyro.infer.ELBO` on ``model`` and ``guide`` as an :class:`Objective`.
 
     ``beta`` weighs the latent sites through :class:`~pyro_vae.inference.annealing.scale_latents`.
@@ -157,15 +170,6 @@ class PyroELBO:
         if shape not in self._per_shape:
             self._per_shape[shape] = self.elbo if not self._per_shape else self._make_copy()
         return self._per_shape[shape]
-
-    def start_epoch(self, epoch: int) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 @torch.no_grad()

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from pyro_vae.guides import DiagonalNormalGuide
+from pyro_vae.inference.base import StatelessObjective
 
 
-class MeanFieldELBO:
+class MeanFieldELBO(StatelessObjective):
     """Estimator B for a VAE whose prior has a closed-form KL (:class:`StandardNormal`).
 
     Args:
@@ -54,12 +55,3 @@ class MeanFieldELBO:
         log_lik = self.vae.decoder.total_log_prob(z, x) / self.num_particles
         elbo = log_lik - beta * self.vae.prior.kl(loc, scale).sum()
         return -((num_data or len(x)) / len(x)) * elbo
-
-    def start_epoch(self, epoch: int) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
