@@ -12,6 +12,7 @@ from pyro_vae.config import Config, ConfigError, migrate_legacy
 from pyro_vae.inference import IWAEConfig, MCEMConfig, SVIConfig, VIMCOConfig, WakeSleepConfig
 from pyro_vae.models import GAEConfig, VAEConfig
 from pyro_vae.train import build, resolve_device
+from tests.legacy import legacy_inference_toml
 
 
 def test_toml_round_trip_keeps_every_entry(tmp_path):
@@ -196,21 +197,7 @@ exemplar_bandwidth = "shared"
 [guide]
 name = "diagonal_normal"
 
-[inference]
-name = "svi"
-elbo = "auto"
-num_particles = 1
-insomnia = 1.0
-hmc_steps = 1
-hmc_leapfrog_steps = 10
-hmc_step_size = 0.1
-target_accept = 0.9
-hmc_backend = "batched"
-num_chains = 1
-m_steps = 5
-fit_guide = true
-kl_weight = 1.0
-warmup_epochs = 0
+""" + legacy_inference_toml("svi", "auto") + """
 
 [optim]
 name = "adam"

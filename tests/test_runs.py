@@ -19,6 +19,7 @@ from pyro_vae.config import Config, ConfigError
 from pyro_vae.inference import SVIConfig, WakeSleepConfig
 from pyro_vae.runs import LEGACY_RELEASE, RunDirectory, migrate_checkpoint, read_log
 from pyro_vae.train import load_run, train
+from tests.legacy import legacy_inference_toml
 
 #: What pyro-vae 0.1 wrote: [model] without "network", [inference] with every field of
 #: every algorithm, no [run] section and no [budget] monitor.
@@ -39,21 +40,7 @@ likelihood = "bernoulli"
 [guide]
 name = "diagonal_normal"
 
-[inference]
-name = "{name}"
-elbo = "meanfield"
-num_particles = {num_particles}
-insomnia = 1.0
-hmc_steps = 1
-hmc_leapfrog_steps = 10
-hmc_step_size = 0.1
-target_accept = 0.9
-hmc_backend = "batched"
-num_chains = 1
-m_steps = 5
-fit_guide = true
-kl_weight = 1.0
-warmup_epochs = 0
+""" + legacy_inference_toml("{name}", "meanfield", "{num_particles}") + """
 
 [optim]
 name = "adam"
