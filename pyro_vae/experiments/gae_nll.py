@@ -17,10 +17,10 @@ configs differ only in ``[model] name`` (and the GAE's own entries):
     GAE:     name = "gae"; lambda1 = lambda2 = 0.05 (the default estimator "knn")
 
 ``elbo = "auto"``: the VAE trains with the analytic-KL ELBO (estimator B), the GAE
-with its exemplar ELBO (its data index summed out over each estimator's pool). The best validation parameters are
-then scored by importance sampling with ``--eval-samples`` samples per test image
-(``pyro_vae.evaluation.log_likelihood``; for the GAE its own estimator with the *exact*
-mixture prior over all 50000 training components). The GAE's evaluation costs
+with its exemplar ELBO (its data index summed out over each estimator's pool). The best
+validation parameters are then scored by importance sampling with ``--eval-samples``
+samples per test image (``pyro_vae.evaluation.log_likelihood``; for the GAE its own
+estimator with the *exact* mixture prior over all 50000 training components). The GAE's evaluation costs
 ``points x samples x 50000`` Gaussian log-densities: with 1000 samples about an hour per
 model for all 10000 test images on one busy core; ``--eval-points N`` scores a seeded
 random N of them (the target is only claimed on all 10000). The evaluation is saved

@@ -140,7 +140,8 @@ class ExemplarELBO(nn.Module):
         # Σ_b of the K-draw means, each term summed whole (no per-point intermediates)
         num_draws = self.num_particles
         log_lik = self.gae.decoder.total_log_prob(z, x) / num_draws
-        log_q = -0.5 * eps.pow(2).sum() / num_draws - scale_x.log().sum() - 0.5 * scale_x.numel() * math.log(2 * math.pi)
+        log_q = (-0.5 * eps.pow(2).sum() / num_draws - scale_x.log().sum()
+                 - 0.5 * scale_x.numel() * math.log(2 * math.pi))
         log_prior = (stats.log_prob_table(z) + pool.logits).logsumexp(-1).sum() / num_draws
         loss = -scale_n * (log_lik + beta * (log_prior - log_q))
         if self.penalty:
