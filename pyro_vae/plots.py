@@ -243,8 +243,8 @@ def manifold(
     ``z = Normal(0, 1).icdf(u)``, so that the grid covers the prior evenly in
     probability. These are latent coordinates ``dims = (a, b)``; the other ``z_dim - 2``
     dimensions are 0. ``decode(z)`` is called once, with ``z`` of shape
-    ``(n*n, z_dim)``, and must return ``(n*n, D)`` means in [0, 1] (e.g.
-    ``vae.decoder.mean``). The tile at row r (from the top), column c shows
+    ``(n*n, z_dim)`` on the CPU (moving it to its model's device is its own), and must
+    return ``(n*n, D)`` means in [0, 1] (e.g. ``vae.decoder.mean``). The tile at row r (from the top), column c shows
     ``z[a] = icdf(u_c)``, ``z[b] = icdf(u_{n-1-r})``: ``z[a]`` increases to the right and
     ``z[b]`` upward.
     """
@@ -256,8 +256,8 @@ def manifold(
         )
     if n < 1:
         raise ValueError(f"n must be a positive int, got {n}")
-    q = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)
-    z = torch.zeros(n, n, z_dim)
+    q = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)  # cpu-ok: a plot's grid
+    z = torch.zeros(n, n, z_dim)  # cpu-ok: decode moves it where its model is
     z[:, :, a] = q[None, :]  # column c -> q[c]
     z[:, :, b] = q.flip(0)[:, None]  # row r -> q[n-1-r]
     with torch.no_grad():

@@ -58,7 +58,9 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
         paths.append(plots.reconstructions(_flat(x), _flat(module.reconstruct(x)), shape,
                                            out_dir / "reconstructions.png"))
     if caps.has_guide and module.z_dim == 2:
-        paths.append(plots.manifold(lambda z: _flat(module.decoder.mean(z)), shape, out_dir / "manifold.png"))
+        # the plot builds its latent grid on the CPU: decode it where the module is
+        paths.append(plots.manifold(lambda z: _flat(module.decoder.mean(z.to(exp.device))), shape,
+                                    out_dir / "manifold.png"))
     return paths
 
 

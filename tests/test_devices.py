@@ -12,6 +12,7 @@ import torch
 
 from pyro_vae.config import Config
 from pyro_vae.evaluation import evaluate_elbo, log_likelihood
+from pyro_vae.report import write_plots
 from pyro_vae.train import load_run, train
 
 CUDA = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -42,6 +43,14 @@ def test_a_short_run_trains_on_the_device(tmp_path, family, device):
     elbos = [r["train_elbo"] for r in state.history]
     assert state.epoch == 2 and all(torch.isfinite(torch.tensor(elbos)))
     assert elbos[-1] > elbos[0] and state.history[-1]["valid_elbo"] > state.history[0]["valid_elbo"]
+
+
+@pytest.mark.parametrize("device", ["cpu", on("cuda")])
+def test_the_report_figures_are_drawn_from_a_model_on_the_device(tmp_path, device):
+    """The manifold's latent grid is built on the CPU and decoded where the model is."""
+    exp, state = train(config("vae", device, epochs=1).with_overrides(["model.z_dim=2"]), tmp_path, progress=False)
+    written = write_plots(exp, state.history, tmp_path / "plots")
+    assert {"samples.png", "reconstructions.png", "latent.png", "manifold.png"} <= {p.name for p in written}
 
 
 @pytest.mark.parametrize("saved,loaded", [("cpu", "cpu"), pytest.param("cuda", "cpu", marks=CUDA),

@@ -99,7 +99,7 @@ def run_one(args, z_dim: int) -> dict:
     with torch.no_grad():
         plots.image_grid(vae.sample(100).flatten(1), shape, out / "samples.png", title=f"samples, N_z = {z_dim}")
         if z_dim == 2:
-            plots.manifold(lambda z: vae.decoder.mean(z).flatten(1), shape, out / "manifold.png", n=10,
+            plots.manifold(lambda z: vae.decoder.mean(z.to(exp.device)).flatten(1), shape, out / "manifold.png", n=10,
                            title="learned manifold")
     started = time.perf_counter()
     per_point = elbo_per_point(vae.model, vae.guide, test, num_samples=args.eval_elbo_samples)

@@ -57,7 +57,7 @@ class SharedBandwidth(nn.Module):
 
     def __init__(self, z_dim: int):
         super().__init__()
-        self.log_scale = nn.Parameter(torch.zeros(z_dim))
+        self.log_scale = nn.Parameter(torch.zeros(z_dim))  # cpu-ok: a parameter, moved with the module
 
     @property
     def scale(self) -> torch.Tensor:

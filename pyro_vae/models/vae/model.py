@@ -105,8 +105,9 @@ class StandardNormal(nn.Module):
     def __init__(self, z_dim: int):
         super().__init__()
         self.z_dim = z_dim
-        self.register_buffer("loc", torch.zeros(z_dim), persistent=False)
-        self.register_buffer("scale", torch.ones(z_dim), persistent=False)
+        # buffers follow the module to its device
+        self.register_buffer("loc", torch.zeros(z_dim), persistent=False)  # cpu-ok
+        self.register_buffer("scale", torch.ones(z_dim), persistent=False)  # cpu-ok
 
     def register(self) -> None:
         """Register the prior's parameters with Pyro (it has none)."""
