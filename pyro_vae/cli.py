@@ -54,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dist-timeout", type=_positive_float, metavar="SECONDS",
                    help="under several processes: how long one waits for the others before the "
                         "run fails (default: $PYRO_VAE_DIST_TIMEOUT or 600)")
+    _allow_pickle_option(t)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="importance-sampled log-likelihood and ELBO of a trained run")
@@ -62,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--num-samples", "-k", type=int, default=5000, help="importance samples per point")
     e.add_argument("--limit", type=int, help="evaluate only the first N points of the split")
     e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    _allow_pickle_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
@@ -69,11 +71,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("-n", "--num-samples", type=int, default=100)
     s.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/plots/samples.png)")
     s.add_argument("--seed", type=int, default=0)
+    _allow_pickle_option(s)
     s.set_defaults(func=cmd_sample)
 
     pl = sub.add_parser("plot", help="(re)draw a run's plots")
     pl.add_argument("run_dir", type=Path)
     pl.add_argument("--out", type=Path, help="folder (default: RUN_DIR/plots)")
+    _allow_pickle_option(pl)
     pl.set_defaults(func=cmd_plot)
 
     f = sub.add_parser("fetch", help="download the standard data files, checking their checksums")
@@ -93,6 +97,14 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("options", nargs=argparse.REMAINDER, help="the experiment's options (NAME --help lists them)")
     x.set_defaults(func=cmd_experiment)
     return p
+
+
+def _allow_pickle_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--allow-pickle", action="store_true",
+                         help="read the run's checkpoint and saved evaluation with Python's full unpickler, "
+                              "which executes any code they carry: only for a run directory from a source "
+                              "you trust (default: they load as data only, and a file holding anything "
+                              "else is refused)")
 
 
 def _experiment_names() -> list[str]:
@@ -170,7 +182,7 @@ def cmd_train(args) -> None:
     run_dir = distributed.broadcast_object(args.run_dir or _default_run_dir(config))  # rank 0's clock
     if distributed.is_main():
         print(f"run directory: {run_dir}")
-    exp, state = train(config, run_dir, progress=not args.no_progress)
+    exp, state = train(config, run_dir, progress=not args.no_progress, allow_pickle=args.allow_pickle)
     main_rank = distributed.is_main()
     distributed.shutdown(barrier=True)  # what follows is rank 0's alone
     if not main_rank:
@@ -186,11 +198,12 @@ def cmd_evaluate(args) -> None:
     from pyro_vae.evaluation import checkpointed_log_likelihood
     from pyro_vae.train import load_run
 
-    exp, state = load_run(args.run_dir)
+    exp, state = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     x = exp.data.split(args.split)[: args.limit]
     name = f"{args.split}-{len(x)}points-k{args.num_samples}-seed{args.seed}-epoch{state.epoch}"  # trained on: anew
     progress = args.run_dir / "evaluation" / name
-    ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed)
+    ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed,
+                                     allow_pickle=args.allow_pickle)
     print(json.dumps({"split": args.split, "points": len(x), **exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},
                      indent=2))
@@ -202,7 +215,7 @@ def cmd_sample(args) -> None:
     from pyro_vae import plots
     from pyro_vae.train import load_run
 
-    exp, _ = load_run(args.run_dir)
+    exp, _ = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     pyro.set_rng_seed(args.seed)
     out = args.out or args.run_dir / "plots" / "samples.png"
     samples = exp.module.sample(args.num_samples)
@@ -213,7 +226,7 @@ def cmd_plot(args) -> None:
     from pyro_vae.report import write_plots
     from pyro_vae.train import load_run, read_log
 
-    exp, _ = load_run(args.run_dir)
+    exp, _ = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     for path in write_plots(exp, read_log(args.run_dir), args.out or args.run_dir / "plots"):
         print(path)
 

@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
 
-import pyro
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyro_vae import distributed
+from pyro_vae.checkpoint import load_parameters, rng_state, set_rng_state
 from pyro_vae.data import DataSplits
 
 #: The reasons a run stops that a later call with a larger budget trains on from.
@@ -76,6 +76,9 @@ class TrainState:
 
 class RunStore(Protocol):
     """Where the loop keeps its checkpoints and log (a run directory)."""
+
+    #: Where the checkpoint is, for messages.
+    where: str
 
     def load(self) -> Optional[dict]: ...
 
@@ -272,7 +275,7 @@ class Loop:
         return {
             "module": self.module.state_dict(),
             "inference": self.inference.state_dict(),
-            "rng": pyro.util.get_rng_state(),
+            "rng": rng_state(),
             "state": vars(self.state),
             "callbacks": [callback.state_dict() for callback in self.callbacks],
         }
@@ -288,9 +291,9 @@ class Loop:
         ckpt = None if self.store is None else self.replicas.on_main(self.store.load)
         if ckpt is None:
             return TrainState(stopped="budget" if self.budget.epochs <= 0 else None)
-        self.module.load_state_dict(ckpt["module"])
+        load_parameters(self.module, ckpt["module"], self.store.where)
         self.inference.load_state_dict(ckpt["inference"])
-        pyro.util.set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         for callback, saved in zip(self.callbacks, ckpt.get("callbacks", [])):
             if saved is not None:
                 callback.load_state_dict(saved)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from pyro_vae import __version__, checkpoint
+from pyro_vae.checkpoint import CheckpointError
 from pyro_vae.config import Config
 from pyro_vae.errors import ConfigError
 from pyro_vae.loop import TrainState
@@ -41,9 +42,11 @@ class RunDirectory:
     its config.toml, ``load`` reads its checkpoint onto ``device``, ``save`` writes the
     checkpoint and log.csv atomically."""
 
-    def __init__(self, run_dir: str | Path, config: Config, device="cpu"):
+    def __init__(self, run_dir: str | Path, config: Config, device="cpu", allow_pickle: bool = False):
         self.path, self.config, self.device = Path(run_dir), config, device
+        self.allow_pickle = allow_pickle  # see pyro_vae.checkpoint: off, files load as data only
         self.config_path, self.checkpoint_path = self.path / "config.toml", self.path / "checkpoint.pt"
+        self.where = str(self.checkpoint_path)
 
     def open(self) -> None:
         """A new run writes config.toml; an existing one must hold the same experiment
@@ -61,15 +64,25 @@ class RunDirectory:
 
     def is_legacy(self) -> bool:
         """Whether the checkpoint was written by pyro-vae 0.1 (it names no release)."""
-        return self.checkpoint_path.exists() and "release" not in checkpoint.load(self.checkpoint_path)
+        return self.checkpoint_path.exists() and "release" not in self._read("cpu")
 
     def load(self, resume: bool = True) -> Optional[dict]:
         """The checkpoint on this store's device (None for a new run); ``resume=False``:
         only the parameters and the loop's state are needed."""
         if not self.checkpoint_path.exists():
             return None
-        return migrate_checkpoint(checkpoint.load(self.checkpoint_path, self.device), self.checkpoint_path,
-                                  self.config.inference.name, resume)
+        return migrate_checkpoint(self._read(self.device), self.checkpoint_path, self.config.inference.name,
+                                  resume)
+
+    def _read(self, device) -> dict:
+        """The checkpoint as data, with the entries every release wrote checked."""
+        ckpt = checkpoint.load(self.checkpoint_path, device, allow_pickle=self.allow_pickle)
+        missing = [key for key in ("module", "state", "inference") if key not in ckpt]
+        if missing or not isinstance(ckpt["module"], dict) or not isinstance(ckpt["state"], dict):
+            raise CheckpointError(
+                f"{self.checkpoint_path} is not a pyro-vae checkpoint (it lacks {missing or 'a module and a state'}): "
+                f"delete it to train {self.path} afresh, or give another run directory")
+        return ckpt
 
     def save(self, ckpt: dict, history: list[dict]) -> None:
         checkpoint.save({"release": __version__, **ckpt}, self.checkpoint_path)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pyro_vae import distributed
-from pyro_vae.checkpoint import CheckpointError
+from pyro_vae.checkpoint import CheckpointError, load_parameters
 from pyro_vae.capabilities import Capabilities, capabilities_of
 from pyro_vae.config import BudgetConfig, Config
 from pyro_vae.data import DataSplits, check_likelihood, load_dataset
@@ -123,9 +123,12 @@ def _check_monitor(budget: BudgetConfig, inference, data: DataSplits) -> None:
                           "empty: give validation data, or monitor a training figure (e.g. \"train_elbo\")")
 
 
-def train(config: Config, run_dir: str | Path, progress: bool = True,
-          callbacks: Sequence[Callback] = ()) -> tuple[Experiment, TrainState]:
+def train(config: Config, run_dir: str | Path, progress: bool = True, callbacks: Sequence[Callback] = (),
+          allow_pickle: bool = False) -> tuple[Experiment, TrainState]:
     """Train ``config`` in ``run_dir``, resuming from its checkpoint if there is one.
+
+    ``allow_pickle``: read that checkpoint with the full unpickler, which executes any code
+    it carries (only for a run directory from a source you trust; see :mod:`pyro_vae.checkpoint`).
 
     Under ``torchrun`` with several processes every rank calls this with the same
     arguments; they train one model data-parallel and rank 0 alone writes ``run_dir``.
@@ -133,30 +136,34 @@ def train(config: Config, run_dir: str | Path, progress: bool = True,
     replicas = distributed.Replicas()
     exp = build(config)
     replicas.check_batches(len(exp.data.train), config.data.batch_size)
-    store = RunDirectory(run_dir, config, exp.device)
+    store = RunDirectory(run_dir, config, exp.device, allow_pickle)
     replicas.on_main(store.open)
     loop = Loop(exp.module, exp.inference, exp.data, config.data.batch_size, config.budget, seed=config.seed,
                 store=store, callbacks=callbacks, progress=progress, replicas=replicas, device=exp.device)
     return exp, loop.run()
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> tuple[Experiment, TrainState]:
+def load_run(run_dir: str | Path, device: str = "auto", allow_pickle: bool = False) -> tuple[Experiment, TrainState]:
     """A trained run: its experiment on ``device`` (default: a GPU if there is one, else
-    the CPU, wherever it was trained) with the best (else the latest) parameters loaded."""
+    the CPU, wherever it was trained) with the best (else the latest) parameters loaded.
+
+    The checkpoint loads as data only; ``allow_pickle=True`` reads it with the full
+    unpickler, which executes any code it carries: only for a run from a source you trust.
+    """
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.toml"
     if not cfg_path.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no config.toml): "
                           f"train one with `pyro-vae train --run-dir {run_dir}`")
-    probe = RunDirectory(run_dir, Config())
+    probe = RunDirectory(run_dir, Config(), allow_pickle=allow_pickle)
     exp = build(Config.from_toml(cfg_path, legacy=probe.is_legacy()), device=device)
-    store = RunDirectory(run_dir, exp.config, exp.device)
+    store = RunDirectory(run_dir, exp.config, exp.device, allow_pickle)
     if not store.checkpoint_path.exists():
         raise CheckpointError(f"no checkpoint at {store.checkpoint_path}: train first "
                               f"(pyro-vae train --run-dir {run_dir})")
     loaded = store.load(resume=False)
     state = TrainState(**loaded["state"])
-    exp.module.load_state_dict(state.best_module or loaded["module"])
+    load_parameters(exp.module, state.best_module or loaded["module"], store.where)
     return exp, state
 
 

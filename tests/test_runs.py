@@ -11,6 +11,7 @@ config.toml with one flat ``[inference]`` record of every algorithm's fields.
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,6 +81,12 @@ def legacy_inference(name, state, module):
     raise ValueError(name)
 
 
+def legacy_rng(rng):
+    """pyro.util.get_rng_state() as 0.1 and 0.2.0 stored it: NumPy's keys a NumPy array."""
+    name, keys, *rest = rng["numpy"]
+    return {**rng, "numpy": (name, keys.numpy().astype(np.uint32), *rest)}
+
+
 def make_legacy(run_dir, name):
     """Rewrite ``run_dir`` (trained by this release) as pyro-vae 0.1 left it."""
     ckpt = checkpoint.load(run_dir / "checkpoint.pt")
@@ -88,8 +95,8 @@ def make_legacy(run_dir, name):
     best = state.pop("best_score")
     state["best_valid"] = -math.inf if best is None else best
     legacy = {"module": ckpt["module"], "inference": legacy_inference(name, ckpt["inference"], exp.module),
-              "rng": ckpt["rng"], "state": state}
-    checkpoint.save(legacy, run_dir / "checkpoint.pt")
+              "rng": legacy_rng(ckpt["rng"]), "state": state}
+    torch.save(legacy, run_dir / "checkpoint.pt")  # as 0.1 wrote it (checkpoint.save refuses NumPy arrays)
     epochs = int(state["epoch"])
     num_particles = 2 if name == "rws" else 1
     (run_dir / "config.toml").write_text(legacy_text(name, epochs, num_particles))

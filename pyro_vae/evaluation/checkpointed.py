@@ -26,7 +26,8 @@ _SETTINGS = "settings.json"
 
 
 def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Path, num_samples: int = 5000,
-                                chunk_size: int = 100, seed: int = 0, progress: bool = False) -> LogLikelihood:
+                                chunk_size: int = 100, seed: int = 0, progress: bool = False,
+                                allow_pickle: bool = False) -> LogLikelihood:
     """:func:`~pyro_vae.evaluation.log_likelihood` of every row of ``data``, chunk by chunk.
 
     Args:
@@ -38,6 +39,9 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
         chunk_size: points per saved chunk: the work an interruption can lose.
         seed: chunk ``c`` draws from ``pyro.set_rng_seed(seed + c)``.
         progress: print one line per finished chunk.
+        allow_pickle: read saved chunks with the full unpickler, which executes any code
+            they carry (only for a directory from a source you trust); off, they load as
+            data only and a chunk holding anything else is refused.
 
     Raises:
         ValueError: ``directory`` holds chunks made with other settings, other data or
@@ -54,7 +58,7 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
     for c, start in enumerate(range(0, len(data), chunk_size)):
         path = directory / f"chunk-{start:07d}.pt"
         if path.exists():
-            per_point.append(checkpoint.load(path)["per_point"])
+            per_point.append(_chunk(path, allow_pickle))
             continue
         pyro.set_rng_seed(seed + c)
         ll = log_likelihood(module, data[start : start + chunk_size], num_samples=num_samples)
@@ -63,6 +67,14 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
         if progress:
             print(f"{path}: {-ll.mean:.2f} nats over {ll.n} points", flush=True)
     return LogLikelihood.from_per_point(torch.cat(per_point), num_samples)
+
+
+def _chunk(path: Path, allow_pickle: bool) -> torch.Tensor:
+    saved = checkpoint.load(path, allow_pickle=allow_pickle).get("per_point")
+    if not isinstance(saved, torch.Tensor):
+        raise checkpoint.CheckpointError(f"{path} is not a saved evaluation chunk (no per-point tensor): "
+                                         f"delete it to score its points anew")
+    return saved
 
 
 def _sha1(tensors) -> str:
