@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae.data import DataSource, from_torch_datasets, load_dataset
+from pyro_vae.data import DataError, DataSource, from_torch_datasets, load_dataset
 from pyro_vae.data import provenance
 from pyro_vae.data.idx import STEMS
 from shared_data import SHARED, needs_shared
@@ -87,5 +87,5 @@ def test_a_changed_file_is_hashed_again(tmp_path):
 
 
 def test_an_unreadable_file_is_a_data_error(tmp_path):
-    with pytest.raises(provenance.DataError, match=r"cannot read data file .*gone.*checksum"):
+    with pytest.raises(DataError, match=r"cannot read data file .*gone.*checksum"):
         provenance.file_source(tmp_path / "gone")
