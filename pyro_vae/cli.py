@@ -182,7 +182,7 @@ def cmd_train(args) -> None:
     run_dir = distributed.broadcast_object(args.run_dir or _default_run_dir(config))  # rank 0's clock
     if distributed.is_main():
         print(f"run directory: {run_dir}")
-    exp, state = train(config, run_dir, progress=not args.no_progress, allow_pickle=args.allow_pickle)
+    exp, state = train(config, run_dir, progress=not args.no_progress, echo=print, allow_pickle=args.allow_pickle)
     main_rank = distributed.is_main()
     distributed.shutdown(barrier=True)  # what follows is rank 0's alone
     if not main_rank:

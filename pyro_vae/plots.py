@@ -30,8 +30,8 @@ PathLike = Union[str, Path]
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 
 __all__ = [
-    "tile_images", "image_grid", "reconstructions", "manifold", "latent_scatter", "elbo_curves", "figure_curves",
-    "samples_side_by_side", "latent_kde",
+    "tile_images", "image_grid", "reconstructions", "grid_levels", "manifold", "latent_scatter", "elbo_curves",
+    "figure_curves", "samples_side_by_side", "latent_kde",
 ]
 
 _DPI = 100
@@ -227,25 +227,36 @@ def reconstructions(
     return _save(fig, path)
 
 
+def grid_levels(n: int) -> torch.Tensor:
+    """The ``n`` probability levels of a manifold grid, ``u_i = (i + 0.5) / n``, ``(n,)``
+    on the CPU: the midpoints of ``n`` equal slices of probability."""
+    return (torch.arange(n) + 0.5) / n  # cpu-ok: a plot's grid
+
+
 def manifold(
     decode: Callable[[torch.Tensor], ArrayLike],
     image_shape: Sequence[int],
     path: PathLike,
-    n: int = 20,
+    n: Optional[int] = None,
     dims: tuple[int, int] = (0, 1),
     z_dim: int = 2,
     title: Optional[str] = None,
+    grid: Optional[ArrayLike] = None,
 ) -> Path:
     """The learned 2-D manifold, as in AEVB (Kingma & Welling 2014) Figure 4.
 
-    The unit square gets the regular ``n x n`` grid of cell midpoints
-    ``u_i = (i + 0.5) / n``, i = 0..n-1, mapped through the inverse Gaussian CDF,
-    ``z = Normal(0, 1).icdf(u)``, so that the grid covers the prior evenly in
-    probability. These are latent coordinates ``dims = (a, b)``; the other ``z_dim - 2``
-    dimensions are 0. ``decode(z)`` is called once, with ``z`` of shape
-    ``(n*n, z_dim)`` on the CPU (moving it to its model's device is its own), and must
-    return ``(n*n, D)`` means in [0, 1] (e.g. ``vae.decoder.mean``). The tile at row r (from the top), column c shows
-    ``z[a] = icdf(u_c)``, ``z[b] = icdf(u_{n-1-r})``: ``z[a]`` increases to the right and
+    Each latent coordinate takes ``n`` values, the quantiles of the model's prior at the
+    levels ``u_i = (i + 0.5) / n`` (:func:`grid_levels`), so that the grid covers the
+    prior evenly in probability whatever its scale. ``grid (n, z_dim)`` gives them, one
+    ascending column per latent dimension (e.g. ``module.prior_quantiles(grid_levels(n))``);
+    None means the N(0, I) prior, ``z = Normal(0, 1).icdf(u)``, ``n`` = 20 unless given
+    (a grid of another prior's quantiles would hide a model whose latents live elsewhere:
+    a GAE's spread over [−7, 1.5] on MNIST, far beyond N(0, 1)'s ±1.96). Columns
+    ``dims = (a, b)`` are plotted; the other ``z_dim - 2`` dimensions are 0. ``decode(z)``
+    is called once, with ``z`` of shape ``(n*n, z_dim)`` on the CPU (moving it to its
+    model's device is its own), and must return ``(n*n, D)`` means in [0, 1] (e.g.
+    ``vae.decoder.mean``). The tile at row r (from the top), column c shows
+    ``z[a] = grid[c, a]``, ``z[b] = grid[n-1-r, b]``: ``z[a]`` increases to the right and
     ``z[b]`` upward.
     """
     path = _png_path(path)
@@ -254,12 +265,11 @@ def manifold(
         raise ValueError(
             f"dims must be two different latent dimensions in [0, z_dim={z_dim}), got {tuple(dims)}"
         )
-    if n < 1:
-        raise ValueError(f"n must be a positive int, got {n}")
-    q = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)  # cpu-ok: a plot's grid
+    q = _manifold_grid(grid, n, z_dim, (a, b))
+    n = len(q)
     z = torch.zeros(n, n, z_dim)  # cpu-ok: decode moves it where its model is
-    z[:, :, a] = q[None, :]  # column c -> q[c]
-    z[:, :, b] = q.flip(0)[:, None]  # row r -> q[n-1-r]
+    z[:, :, a] = q[None, :, 0]  # column c -> grid[c, a]
+    z[:, :, b] = q.flip(0)[:, None, 1]  # row r -> grid[n-1-r, b]
     with torch.no_grad():
         out = decode(z.reshape(n * n, z_dim))
     imgs = _as_images(out, image_shape, name="decode(z)")
@@ -268,11 +278,33 @@ def manifold(
     _, h, w = _image_shape(image_shape)
     fig, ax = _image_figure(tile_images(imgs.transpose(0, 3, 1, 2), image_shape, nrow=n), title)
     ticks = np.unique(np.linspace(0, n - 1, min(n, 5)).round().astype(int))
-    ax.set_xticks(ticks * (w + 1) + (w - 1) / 2, [f"{q[i]:.2f}" for i in ticks])
-    ax.set_yticks(ticks * (h + 1) + (h - 1) / 2, [f"{q[n - 1 - i]:.2f}" for i in ticks])
+    ax.set_xticks(ticks * (w + 1) + (w - 1) / 2, [f"{q[i, 0]:.2f}" for i in ticks])
+    ax.set_yticks(ticks * (h + 1) + (h - 1) / 2, [f"{q[n - 1 - i, 1]:.2f}" for i in ticks])
     ax.set_xlabel(f"z[{a}]")
     ax.set_ylabel(f"z[{b}]")
     return _save(fig, path)
+
+
+def _manifold_grid(
+    grid: Optional[ArrayLike], n: Optional[int], z_dim: int, dims: tuple[int, int]
+) -> torch.Tensor:
+    """The values of the two plotted dimensions, ``(n, 2)`` float32 on the CPU: columns
+    ``dims`` of ``grid``, or N(0, 1) quantiles when there is none."""
+    if grid is None:
+        n = 20 if n is None else n
+        if n < 1:
+            raise ValueError(f"n must be a positive int, got {n}")
+        return torch.distributions.Normal(0.0, 1.0).icdf(grid_levels(n))[:, None].expand(n, 2)
+    g = torch.as_tensor(np.asarray(grid.detach().cpu() if torch.is_tensor(grid) else grid, np.float32))
+    if g.dim() != 2 or g.shape[1] != z_dim or len(g) < 1 or (n is not None and len(g) != n):
+        rows = "n" if n is None else n
+        raise ValueError(f"grid must be ({rows}, z_dim={z_dim}): one column of values per latent "
+                         f"dimension, got shape {tuple(g.shape)}")
+    q = g[:, list(dims)]
+    if not torch.isfinite(q).all() or (q.diff(dim=0) < 0).any():
+        raise ValueError(f"grid's columns {list(dims)} must be finite and ascending (quantiles at "
+                         f"increasing levels), got {q.T.tolist()}")
+    return q
 
 
 def latent_scatter(

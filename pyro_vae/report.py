@@ -38,7 +38,8 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
 @torch.no_grad()
 def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_samples: int = 100) -> list[Path]:
     """The figures the model's capabilities allow: samples (it can sample);
-    reconstructions, the latent scatter and, for N_z = 2, the manifold (it has a guide);
+    reconstructions, the latent scatter and, for N_z = 2, the manifold over its prior's
+    quantiles (it has a guide: :func:`manifold`);
     the curves of every logged figure (``elbo.png``)."""
     out_dir, module, data, caps = Path(out_dir), exp.module, exp.data, exp.capabilities
     paths = []
@@ -58,10 +59,21 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
         paths.append(plots.reconstructions(_flat(x), _flat(module.reconstruct(x)), shape,
                                            out_dir / "reconstructions.png"))
     if caps.has_guide and module.z_dim == 2:
-        # the plot builds its latent grid on the CPU: decode it where the module is
-        paths.append(plots.manifold(lambda z: _flat(module.decoder.mean(z.to(exp.device))), shape,
-                                    out_dir / "manifold.png"))
+        paths.append(manifold(module, shape, out_dir / "manifold.png", device=exp.device))
     return paths
+
+
+@torch.no_grad()
+def manifold(module, shape, path: str | Path, n: int = 20, device=None, **kwargs) -> Path:
+    """The manifold plot of a 2-D latent model with a decoder (``module.decoder.mean``),
+    over the quantiles of the module's own prior (:meth:`~pyro_vae.models.VAE.prior_quantiles`
+    at :func:`~pyro_vae.plots.grid_levels`): N(0, 1)'s for a VAE, the exemplar mixture's
+    for a GAE, whose latents lie far outside N(0, 1)'s range. ``kwargs`` go to
+    :func:`pyro_vae.plots.manifold` (``title``)."""
+    grid = module.prior_quantiles(plots.grid_levels(n)).cpu()
+    # the plot builds its latent grid on the CPU: decode it where the module is
+    return plots.manifold(lambda z: _flat(module.decoder.mean(z.to(device))), shape, path, grid=grid,
+                          z_dim=module.z_dim, **kwargs)
 
 
 def _flat(images: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 ::
 
     run_dir/config.toml     the experiment
+    run_dir/data.json       what the data were read from: each file's path, sha256 and size
     run_dir/checkpoint.pt   the latest end-of-epoch state (written atomically)
     run_dir/log.csv         one row per epoch: every figure the algorithm reports
     run_dir/summary.json    the final figures
@@ -29,6 +30,7 @@ from typing import Optional
 from pyro_vae import __version__, checkpoint
 from pyro_vae.checkpoint import CheckpointError
 from pyro_vae.config import Config
+from pyro_vae.data import DataSplits, provenance
 from pyro_vae.errors import ConfigError
 from pyro_vae.loop import TrainState
 
@@ -61,6 +63,12 @@ class RunDirectory:
                     f"{sorted(changed)}; only {sorted(MUTABLE_SECTIONS)} may change on resume): "
                     "give a new run directory, or delete that one to start afresh")
         checkpoint.write_text(self.config_path, text)
+
+    def record_data(self, data: DataSplits) -> Path:
+        """data.json: the files the data were read from, with their sha256 and size (or
+        a checksum of in-memory arrays), so that the run names the copy it trained on.
+        Rewritten at every (re)start: it says what the latest start read."""
+        return checkpoint.write_text(self.path / "data.json", json.dumps(provenance.record(data), indent=2) + "\n")
 
     def is_legacy(self) -> bool:
         """Whether the checkpoint was written by pyro-vae 0.1 (it names no release)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import pyro
 import torch
@@ -124,10 +124,12 @@ def _check_monitor(budget: BudgetConfig, inference, data: DataSplits) -> None:
 
 
 def train(config: Config, run_dir: str | Path, progress: bool = True, callbacks: Sequence[Callback] = (),
-          allow_pickle: bool = False) -> tuple[Experiment, TrainState]:
+          echo: Optional[Callable[[str], None]] = None, allow_pickle: bool = False) -> tuple[Experiment, TrainState]:
     """Train ``config`` in ``run_dir``, resuming from its checkpoint if there is one.
 
-    ``allow_pickle``: read that checkpoint with the full unpickler, which executes any code
+    The files the data were read from, with their checksums, go to ``run_dir/data.json``
+    and, one line each, to ``echo`` (e.g. ``print``; rank 0 alone) before training starts.
+    ``allow_pickle``: read the checkpoint with the full unpickler, which executes any code
     it carries (only for a run directory from a source you trust; see :mod:`pyro_vae.checkpoint`).
 
     Under ``torchrun`` with several processes every rank calls this with the same
@@ -138,9 +140,16 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, callbacks:
     replicas.check_batches(len(exp.data.train), config.data.batch_size)
     store = RunDirectory(run_dir, config, exp.device, allow_pickle)
     replicas.on_main(store.open)
+    replicas.on_main(lambda: _record_data(store, exp.data, echo))
     loop = Loop(exp.module, exp.inference, exp.data, config.data.batch_size, config.budget, seed=config.seed,
                 store=store, callbacks=callbacks, progress=progress, replicas=replicas, device=exp.device)
     return exp, loop.run()
+
+
+def _record_data(store: RunDirectory, data: DataSplits, echo: Optional[Callable[[str], None]]) -> None:
+    store.record_data(data)
+    for source in data.sources if echo else ():
+        echo(source.line())
 
 
 def load_run(run_dir: str | Path, device: str = "auto", allow_pickle: bool = False) -> tuple[Experiment, TrainState]:

@@ -46,9 +46,11 @@ def test_a_short_run_trains_on_the_device(tmp_path, family, device):
 
 
 @pytest.mark.parametrize("device", ["cpu", on("cuda")])
-def test_the_report_figures_are_drawn_from_a_model_on_the_device(tmp_path, device):
-    """The manifold's latent grid is built on the CPU and decoded where the model is."""
-    exp, state = train(config("vae", device, epochs=1).with_overrides(["model.z_dim=2"]), tmp_path, progress=False)
+@pytest.mark.parametrize("family", ["vae", "gae"])
+def test_the_report_figures_are_drawn_from_a_model_on_the_device(tmp_path, family, device):
+    """The manifold's grid, the quantiles of the model's prior, is computed where the
+    model is, built on the CPU and decoded where the model is."""
+    exp, state = train(config(family, device, epochs=1).with_overrides(["model.z_dim=2"]), tmp_path, progress=False)
     written = write_plots(exp, state.history, tmp_path / "plots")
     assert {"samples.png", "reconstructions.png", "latent.png", "manifold.png"} <= {p.name for p in written}
 

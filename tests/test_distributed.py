@@ -192,7 +192,8 @@ def test_two_processes_take_the_single_process_steps(tmp_path, monkeypatch):
         assert [row[key] for row in a["state"]["history"]] == pytest.approx(
             [row[key] for row in single.history], rel=1e-5)
     # Only rank 0 wrote the run directory.
-    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == ["checkpoint.pt", "config.toml", "log.csv"]
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == [
+        "checkpoint.pt", "config.toml", "data.json", "log.csv"]
 
 
 GAE_WORKER = textwrap.dedent("""
@@ -463,6 +464,8 @@ def test_cli_nproc_resumes_a_single_process_run_under_torchrun(tmp_path, monkeyp
                          env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=WAIT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("run directory:") == 1 and out.stdout.count('"test_elbo"') == 1
+    assert out.stdout.count("data arrays sklearn.datasets.load_digits") == 1  # rank 0 alone
     assert [r["epoch"] for r in read_log(run_dir)] == [1, 2, 3, 4]
     assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 4
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.toml", "log.csv", "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "checkpoint.pt", "config.toml", "data.json", "log.csv", "summary.json"]

@@ -162,6 +162,43 @@ def test_manifold_png_has_z_b_increasing_upward(tmp_path, figures):
     assert ax.get_xlabel() == "z[0]" and ax.get_ylabel() == "z[1]"
 
 
+def test_manifold_spans_the_grid_it_is_given(tmp_path, figures):
+    """A prior's quantiles (here N(3, 2²) in z[0], N(-5, 0.5²) in z[2]) replace N(0, 1)'s."""
+    n, dims = 6, (2, 0)
+    u = plots.grid_levels(n)
+    normal = torch.distributions.Normal(0.0, 1.0).icdf(u)
+    grid = torch.stack([3 + 2 * normal, torch.zeros(n), -5 + 0.5 * normal], 1)  # (n, z_dim=3)
+    decode = RecordingDecode(0)
+    plots.manifold(decode, SHAPE, tmp_path / "m.png", dims=dims, z_dim=3, grid=grid)
+    (z,) = decode.calls
+    tiles = z.reshape(n, n, 3)
+    torch.testing.assert_close(tiles[:, :, 2], grid[:, 2].expand(n, n))  # z[a] to the right
+    torch.testing.assert_close(tiles[:, :, 0], grid[:, 0].flip(0)[:, None].expand(n, n))  # z[b] upward
+    assert (tiles[:, :, 1] == 0).all()
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == f"{grid[0, 2]:.2f}"
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == f"{grid[-1, 0]:.2f}"
+
+
+def test_manifold_default_grid_is_the_normal_quantiles_of_grid_levels(tmp_path):
+    decode = RecordingDecode(0)
+    plots.manifold(decode, SHAPE, tmp_path / "m.png")  # n = 20, as always
+    q = torch.distributions.Normal(0.0, 1.0).icdf(plots.grid_levels(20))
+    assert torch.equal(decode.calls[0].reshape(20, 20, 2)[0, :, 0], q)
+
+
+def test_manifold_bad_grid(tmp_path):
+    q = torch.distributions.Normal(0.0, 1.0).icdf(plots.grid_levels(4))[:, None].expand(4, 2)
+    with pytest.raises(ValueError, match=r"grid must be \(n, z_dim=3\).*got shape \(4, 2\)"):
+        plots.manifold(RecordingDecode(0), SHAPE, tmp_path / "m.png", z_dim=3, grid=q)
+    with pytest.raises(ValueError, match=r"grid must be \(5, z_dim=2\)"):
+        plots.manifold(RecordingDecode(0), SHAPE, tmp_path / "m.png", n=5, grid=q)
+    with pytest.raises(ValueError, match="finite and ascending"):
+        plots.manifold(RecordingDecode(0), SHAPE, tmp_path / "m.png", grid=q.flip(0))
+    with pytest.raises(ValueError, match="finite and ascending"):
+        plots.manifold(RecordingDecode(0), SHAPE, tmp_path / "m.png", grid=torch.full((4, 2), float("nan")))
+
+
 def test_manifold_bad_input(tmp_path):
     with pytest.raises(ValueError, match="dims"):
         plots.manifold(RecordingDecode(0), SHAPE, tmp_path / "m.png", dims=(0, 2), z_dim=2)

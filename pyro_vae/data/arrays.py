@@ -29,6 +29,7 @@ import torch
 
 from pyro_vae.data.errors import DataError, corrupt_file_error
 from pyro_vae.data.paths import PathLike
+from pyro_vae.data.provenance import with_file_sources
 from pyro_vae.data.splits import (
     SPLITS,
     DataSplits,
@@ -197,6 +198,5 @@ def read_array_file(path: PathLike) -> DataSplits:
     path = Path(path).expanduser()
     name = f"array:{path.stem}"
     arrays = _load(path, name)
-    if _splits_layout(arrays, str(path)) == "single":
-        return _single(arrays, path, name)
-    return _given_splits(arrays, path, name)
+    read = _single if _splits_layout(arrays, str(path)) == "single" else _given_splits
+    return with_file_sources(read(arrays, path, name), [path])

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pyro_vae.data.paths import DataFile
+from pyro_vae.data.provenance import with_array_source
 from pyro_vae.data.splits import DataSplits, labels_tensor, permutation_split, to_tensor
 
 NAME = "digits"
@@ -21,11 +22,13 @@ SPLIT_SEED = 0
 
 
 def read(paths: Sequence[Path] = ()) -> DataSplits:
-    """The digits splits (``paths`` is unused: the data ship with scikit-learn)."""
+    """The digits splits (``paths`` is unused: the data ship with scikit-learn), recording
+    a checksum of the arrays as their source (there is no file to name)."""
     from sklearn.datasets import load_digits  # deferred: importing sklearn takes ~1 s
 
     bunch = load_digits()
-    return permutation_split(
+    data = permutation_split(
         NAME, to_tensor(bunch.images, 16.0, EVENT_SHAPE), labels_tensor(bunch.target), SIZES,
         EVENT_SHAPE, SPLIT_SEED,
     )
+    return with_array_source(data, "sklearn.datasets.load_digits")

@@ -19,6 +19,7 @@ import numpy as np
 
 from pyro_vae.data.errors import DataError, corrupt_file_error
 from pyro_vae.data.paths import DataFile, PathLike
+from pyro_vae.data.provenance import with_file_sources
 from pyro_vae.data.readers import read_idx
 from pyro_vae.data.splits import DataSplits, labels_tensor, split_off_valid, to_tensor
 
@@ -144,6 +145,19 @@ def find_in_folder(folder: Path) -> list[Path]:
     return found
 
 
+def idx_folders(directory: Path) -> list[Path]:
+    """The folders at most two levels below ``directory`` (``directory`` itself included)
+    that hold the four IDX files, e.g. ``<dir>/FashionMNIST/raw``; what a data directory
+    offers when it lacks the files asked for."""
+    candidates = [directory, *sorted(directory.glob("*")), *sorted(directory.glob("*/*"))]
+    return [
+        folder for folder in candidates
+        if folder.is_dir() and all(
+            (folder / f"{stem}.gz").is_file() or (folder / stem).is_file() for stem in STEMS
+        )
+    ]
+
+
 def source_name(folder: Path) -> str:
     """``"idx:<folder name>"``, naming torchvision's ``<Class>/raw`` by its class folder."""
     label = folder.parent.name if folder.name == "raw" and folder.parent.name else folder.name
@@ -157,4 +171,5 @@ def read_folder(folder: PathLike) -> DataSplits:
         DataError: a missing, corrupt or inconsistent file (message names it and the fix).
     """
     folder = Path(folder).expanduser()
-    return read_splits(find_in_folder(folder), source_name(folder))
+    paths = find_in_folder(folder)
+    return with_file_sources(read_splits(paths, source_name(folder)), paths)

@@ -13,7 +13,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from pyro_vae.data import arrays, binarized_mnist, digits, frey_face, idx, mnist, torch_datasets
 from pyro_vae.data.binarize import binarize_splits, check_binarize_mode, check_seed
 from pyro_vae.data.errors import DataError
-from pyro_vae.data.paths import DataFile, PathLike, locate_files
+from pyro_vae.data.paths import DataFile, PathLike, find_all, locate_files
+from pyro_vae.data.provenance import with_array_source, with_file_sources
 from pyro_vae.data.splits import DataSplits
 from pyro_vae.data.subsets import check_sizes, take_subsets
 
@@ -101,6 +102,10 @@ SOURCES: Mapping[str, str] = MappingProxyType(
 )
 
 
+#: The source recorded for data sets passed as torch datasets from Python.
+_IN_MEMORY = "torch datasets (in memory)"
+
+
 def _key(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
@@ -132,14 +137,14 @@ def _read_source(key: str, path: Optional[PathLike], dataset: Optional[str]) -> 
 def _read_objects(obj: Any) -> DataSplits:
     """The splits of a ``Dataset``, or of a ``(train, test)`` / ``(train, valid, test)`` tuple."""
     if torch_datasets.is_torch_dataset(obj):
-        return torch_datasets.from_torch_datasets(obj)
+        return with_array_source(torch_datasets.from_torch_datasets(obj), _IN_MEMORY)
     if (
         isinstance(obj, (tuple, list))
         and len(obj) in (2, 3)
         and all(torch_datasets.is_torch_dataset(d) for d in obj)
     ):
         train, test, valid = torch_datasets.datasets_from_sequence(obj)
-        return torch_datasets.from_torch_datasets(train, test, valid)
+        return with_array_source(torch_datasets.from_torch_datasets(train, test, valid), _IN_MEMORY)
     raise DataError(
         f"load_dataset takes a data set name (str), a torch.utils.data.Dataset, or a tuple "
         f"(train, test) / (train, valid, test) of them; got {type(obj).__name__}. Other "
@@ -166,7 +171,30 @@ def read_source(
             f"path / dataset are only for the sources {list(SOURCES)}, not for the named set "
             f"{spec.name!r} (use data_dir to say where its files are)"
         )
-    return spec.read(locate_files(spec.name, spec.files, data_dir, spec.missing_fix))
+    paths = locate_files(spec.name, spec.files, data_dir, spec.missing_fix, _offered_instead(spec))
+    data = spec.read(paths)
+    return with_file_sources(data, paths) if paths else data
+
+
+def _offered_instead(spec: DatasetSpec) -> Callable[[Path], Optional[str]]:
+    """For a named data directory lacking ``spec``'s files: a sentence on the other data
+    it holds (named sets, IDX folders) and the setting that trains on them, or None.
+
+    A directory holding Fashion-MNIST under ``FashionMNIST/raw/`` when MNIST was asked for
+    is a wrong name more often than a missing download; the message says so.
+    """
+
+    def offered(directory: Path) -> Optional[str]:
+        named = {s.name: s for s in DATASETS.values() if s.files and s is not spec and find_all(directory, s.files)}
+        known = {(directory / s.files[0].relpath).parent for s in named.values()}
+        folders = [f for f in idx.idx_folders(directory) if f not in known]
+        offers = [f'the files of {n!r} ({Path(s.files[0].relpath).parent}/): name = "{n}"' for n, s in named.items()]
+        offers += [f'IDX files in {f}: name = "idx" with path = "{f}"' for f in folders]
+        if not offers:
+            return None
+        return f"{directory} holds other data: " + "; ".join(offers) + ". Set [data] name (and path) to train on them."
+
+    return offered
 
 
 def load_dataset(
@@ -183,6 +211,10 @@ def load_dataset(
 ) -> DataSplits:
     """Load a data set as train/valid/test splits of float32 ``(n, *event_shape)`` in [0, 1].
 
+    The splits' :attr:`~DataSplits.sources` record what was read: every file with its
+    sha256 and size (or a checksum of the arrays, for the embedded digits and torch
+    datasets).
+
     Args:
         name: a named set of :data:`DATASETS` (``"digits"``, ``"binarized_mnist"``,
             ``"mnist"``, ``"frey_face"``, ``"fashion_mnist"``, ``"kmnist"``; case and
@@ -192,9 +224,10 @@ def load_dataset(
             ``torchvision.datasets``, ``path`` = its root); or, from Python, a
             ``torch.utils.data.Dataset`` (split about 80/10/10) or a tuple ``(train,
             test)`` / ``(train, valid, test)`` of them (see :func:`from_torch_datasets`).
-        data_dir: for the named sets, a directory to search first; then
-            ``$PYRO_VAE_DATA_DIR``, ``<repo>/../shared/data`` and ``~/.pyro_vae/data``
-            (:func:`resolve_data_dir`).
+        data_dir: for the named sets, the directory that holds their files, and the
+            only place looked when given (else ``$PYRO_VAE_DATA_DIR``'s directories,
+            the only ones looked when set; with neither, ``<repo>/../shared/data`` then
+            ``~/.pyro_vae/data``: :func:`resolve_data_dir`).
         binarize: None (values as in the files), ``"static"`` (every split replaced once
             by a Bernoulli *sample* of its grey levels, not a threshold) or
             ``"dynamic"`` (valid/test sampled once, train kept grey for the loader to
@@ -210,8 +243,10 @@ def load_dataset(
             rows of the whole binarized split.
 
     Raises:
-        DataError: unknown name or binarize mode, bad sizes, missing or corrupt files,
-            data that are not in [0, 1] or ill-shaped; the message says how to fix it.
+        DataError: unknown name or binarize mode, bad sizes, missing or corrupt files
+            (a named ``data_dir`` lacking them included: the message says where a copy
+            was found instead, if one was), data that are not in [0, 1] or ill-shaped;
+            the message says how to fix it.
     """
     # Checked before reading any file, so a bad config fails at once.
     mode, seed = check_binarize_mode(binarize), check_seed(seed)

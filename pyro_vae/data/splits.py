@@ -13,6 +13,7 @@ import torch
 
 from pyro_vae.data import rng
 from pyro_vae.data.errors import DataError
+from pyro_vae.data.provenance import DataSource
 
 SPLITS = ("train", "valid", "test")
 
@@ -160,6 +161,10 @@ class DataSplits:
         binarize: how the values were binarized: None (as in the files), ``"static"``
             (every split sampled once) or ``"dynamic"`` (valid/test sampled once, train
             kept grey: pass ``dynamic_binarize=True`` to the train :meth:`loader`).
+        sources: what the splits were read from (:class:`~pyro_vae.data.provenance.DataSource`:
+            each file with its sha256 and size, or a checksum of in-memory arrays), filled
+            by the loader so that a run can record and print its inputs; kept through
+            binarization and subsets. Empty for splits built by hand.
     """
 
     name: str
@@ -171,6 +176,7 @@ class DataSplits:
     valid_labels: Optional[torch.Tensor] = None
     test_labels: Optional[torch.Tensor] = None
     binarize: Optional[str] = None
+    sources: tuple[DataSource, ...] = ()
 
     def __post_init__(self) -> None:
         self.event_shape = check_event_shape(self.event_shape, self.name)

@@ -26,6 +26,7 @@ import torch
 from pyro_vae.data.arrays import unit_scale
 from pyro_vae.data.errors import DataError
 from pyro_vae.data.paths import PathLike
+from pyro_vae.data.provenance import with_file_sources
 from pyro_vae.data.splits import (
     DataSplits,
     labels_tensor,
@@ -227,7 +228,9 @@ def load_torchvision(class_name: str, root: PathLike) -> DataSplits:
             'sensitive, e.g. "MNIST", "FashionMNIST", "KMNIST", "CIFAR10")'
         )
     train, test = (_build(cls, class_name, root, flag) for flag in (True, False))
-    return from_torch_datasets(train, test, name=f"torchvision:{class_name}")
+    data = from_torch_datasets(train, test, name=f"torchvision:{class_name}")
+    # Which of root's files a class reads is torchvision's business: record them all.
+    return with_file_sources(data, sorted(p for p in root.rglob("*") if p.is_file()))
 
 
 def is_torch_dataset(obj: Any) -> bool:

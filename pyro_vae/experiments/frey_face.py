@@ -43,6 +43,7 @@ from pyro_vae.config import Config
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import elbo_per_point, log_likelihood
 from pyro_vae.experiments.common import saved_config
+from pyro_vae.report import manifold
 from pyro_vae.train import train
 
 NAME = "frey-face"
@@ -99,8 +100,7 @@ def run_one(args, z_dim: int) -> dict:
     with torch.no_grad():
         plots.image_grid(vae.sample(100).flatten(1), shape, out / "samples.png", title=f"samples, N_z = {z_dim}")
         if z_dim == 2:
-            plots.manifold(lambda z: vae.decoder.mean(z.to(exp.device)).flatten(1), shape, out / "manifold.png", n=10,
-                           title="learned manifold")
+            manifold(vae, shape, out / "manifold.png", n=10, device=exp.device, title="learned manifold")
     started = time.perf_counter()
     per_point = elbo_per_point(vae.model, vae.guide, test, num_samples=args.eval_elbo_samples)
     row = {

@@ -9,7 +9,9 @@ A model module has ``model(x=None, index=None, num_data=None)`` and
 ``guide(x, index=None, num_data=None)``, plain Pyro callables over the ``"data"`` plate
 (:func:`pyro_vae.plates.data_plate`), with ``x`` of shape ``(batch, *event_shape)``;
 ``capabilities`` (:class:`pyro_vae.capabilities.Capabilities`); and, for generation and
-plots, ``sample(n)``, ``encode(x)``, ``reconstruct(x)``, ``decoder.mean(z)`` and ``z_dim``.
+plots, ``sample(n)``, ``encode(x)``, ``reconstruct(x)``, ``decoder.mean(z)``, ``z_dim``
+and ``prior_quantiles(u)`` (where its prior puts each latent dimension: the span of the
+manifold plot).
 """
 
 from pyro_vae.models.gae import GAE, ExemplarELBO, ExemplarPrior, GAEConfig

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -89,14 +90,13 @@ def _mnist_dir_uncompressed(dest: Path) -> Path:
 # --- where files are looked for --------------------------------------------------------
 
 
-def test_resolve_data_dir_order(monkeypatch, tmp_path):
-    monkeypatch.setenv(data_paths.ENV_VAR, str(tmp_path / "env"))
-    dirs = resolve_data_dir(tmp_path / "explicit")
-    assert dirs[:2] == [tmp_path / "explicit", tmp_path / "env"]
-    assert dirs[2] == REPO_ROOT.parent / "shared" / "data"
-    assert dirs[3] == Path.home() / ".pyro_vae" / "data"
+def test_resolve_data_dir_searches_a_named_directory_alone(monkeypatch, tmp_path):
+    # data_dir over the variable, the variable over the fallbacks: a named place is authoritative.
+    monkeypatch.setenv(data_paths.ENV_VAR, f"{tmp_path / 'env'}{os.pathsep}{tmp_path / 'env2'}")
+    assert resolve_data_dir(tmp_path / "explicit") == [tmp_path / "explicit"]
+    assert resolve_data_dir() == [tmp_path / "env", tmp_path / "env2"]
     monkeypatch.delenv(data_paths.ENV_VAR)
-    assert resolve_data_dir()[0] == REPO_ROOT.parent / "shared" / "data"
+    assert resolve_data_dir() == [REPO_ROOT.parent / "shared" / "data", Path.home() / ".pyro_vae" / "data"]
 
 
 @needs_shared
@@ -248,7 +248,15 @@ def test_missing_files_list_every_path_looked_at(isolated, tmp_path):
     with pytest.raises(DataError) as err:
         load_dataset("mnist", data_dir=tmp_path / "mine")
     message = str(err.value)
-    for directory in (tmp_path / "mine", tmp_path / "no-shared", tmp_path / "no-home"):
+    for f in DATASETS["mnist"].files:
+        assert str(tmp_path / "mine" / f.relpath) in message
+        assert str(tmp_path / "mine" / f.relpath[: -len(".gz")]) in message
+    assert "no-shared" not in message and "no-home" not in message  # a named directory alone
+    assert "pyro-vae fetch mnist --data-dir" in message
+    with pytest.raises(DataError) as err:  # nothing named: the fallbacks are searched
+        load_dataset("mnist")
+    message = str(err.value)
+    for directory in (tmp_path / "no-shared", tmp_path / "no-home"):
         for f in DATASETS["mnist"].files:
             assert str(directory / f.relpath) in message
             assert str(directory / f.relpath[: -len(".gz")]) in message
@@ -257,11 +265,16 @@ def test_missing_files_list_every_path_looked_at(isolated, tmp_path):
 
 
 @needs_shared
-def test_partial_directory_is_skipped_for_a_complete_one(monkeypatch, tmp_path):
-    # Only one of three files in the explicit directory: the complete shared copy wins.
+def test_partial_named_directory_is_refused_naming_the_complete_copy(monkeypatch, tmp_path):
+    # Only one of three files in the named directory: refused, not made up from the shared copy.
     _copy_tree(_binarized_names()[:1], tmp_path)
     monkeypatch.setattr(data_paths, "_repo_data_dir", lambda: SHARED)
-    assert load_dataset("binarized_mnist", data_dir=tmp_path).train.shape == (50000, 1, 28, 28)
+    with pytest.raises(DataError) as err:
+        load_dataset("binarized_mnist", data_dir=tmp_path)
+    message = str(err.value)
+    assert f"in the data directory {tmp_path}, named by --data-dir" in message
+    assert str(tmp_path / _binarized_names()[1]) in message  # a missing file
+    assert f"A complete copy of 'binarized_mnist' is in {SHARED}" in message
 
 
 @needs_shared

@@ -125,6 +125,11 @@ class StandardNormal(nn.Module):
         """``log p(z)`` for ``z (..., z_dim)``: ``(...)``."""
         return dist.Normal(self.loc, self.scale).log_prob(z).sum(-1)
 
+    def quantiles(self, u: torch.Tensor) -> torch.Tensor:
+        """The quantiles of ``z_d`` at levels ``u (m,)`` in (0, 1), every dimension:
+        ``(m, z_dim)``, ``Normal(0, 1).icdf(u)`` in each column (on the prior's device)."""
+        return dist.Normal(self.loc, self.scale).icdf(u.to(self.loc).unsqueeze(-1))
+
     def kl(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``KL(N(loc, diag scale²) ‖ N(0, I))`` per point, ``(...)``, in closed form:
         ``½ Σ_d (loc² + scale² − 1 − log scale²)``."""
@@ -227,6 +232,23 @@ class VAE(nn.Module):
     def sample(self, num_samples: int) -> torch.Tensor:
         """E[x|z] for ``z ~ p(z)``: ``(num_samples, *event_shape)``, what a samples grid shows."""
         return self.decoder.mean(self.generate(num_samples)["z"])
+
+    @torch.no_grad()
+    def prior_quantiles(self, u: torch.Tensor, num_samples: int = 10000) -> torch.Tensor:
+        """Quantiles of the prior's marginal in each latent dimension at levels ``u (m,)``
+        in (0, 1), ascending: ``(m, z_dim)`` on the model's device. What a manifold plot
+        spans (:func:`pyro_vae.plots.manifold`), so that it shows where this model's
+        latents live rather than where N(0, I)'s would.
+
+        Exact when the prior component has ``quantiles`` (N(0, I): its icdf; the GAE's
+        mixture: by bisection on its CDF); else the empirical quantiles of
+        ``num_samples`` draws of ``z`` from the model, where the model is.
+        """
+        exact = getattr(self.prior, "quantiles", None)  # a prior brought by the user may have none
+        if exact is not None:
+            return exact(u)
+        z = self.generate(num_samples)["z"].reshape(num_samples, self.z_dim)
+        return torch.quantile(z, u.to(z), dim=0)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
