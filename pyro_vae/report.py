@@ -39,7 +39,8 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
 def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_samples: int = 100) -> list[Path]:
     """The figures the model's capabilities allow: samples (it can sample);
     reconstructions, the latent scatter and, for N_z = 2, the manifold (it has a guide);
-    the curves of every logged figure (``elbo.png``)."""
+    for 2-D data and an exact density (a flow), the density, samples and base-space
+    picture (``density.png``); the curves of every logged figure (``elbo.png``)."""
     out_dir, module, data, caps = Path(out_dir), exp.module, exp.data, exp.capabilities
     paths = []
     if history:
@@ -48,6 +49,8 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
     if caps.has_guide:
         paths.append(plots.latent_scatter(module.encode(data.test), data.test_labels, out_dir / "latent.png",
                                           title="test set, posterior means"))
+    if caps.exact_log_prob and data.event_shape == (2,) and len(data.test) > 1:
+        paths.append(_density_2d(exp, out_dir / "density.png", num_samples=10 * num_samples))
     if not data.is_image:  # the rest are pictures of data points
         return paths
     shape, x = data.event_shape, data.test[:10]
@@ -62,6 +65,14 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
         paths.append(plots.manifold(lambda z: _flat(module.decoder.mean(z.to(exp.device))), shape,
                                     out_dir / "manifold.png"))
     return paths
+
+
+def _density_2d(exp: Experiment, path: Path, num_samples: int) -> Path:
+    """A 2-D flow's density, samples and base-space picture of the test set."""
+    module, test = exp.module, exp.data.test
+    return plots.density_2d(lambda x: module.log_density(x.to(exp.device)).cpu(), test.cpu(), path,
+                            samples=module.sample(num_samples).cpu(), base_points=module.to_base(test).cpu(),
+                            labels=exp.data.test_labels)
 
 
 def _flat(images: torch.Tensor) -> torch.Tensor:
