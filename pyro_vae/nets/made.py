@@ -24,8 +24,7 @@ def made(input_dim: int, hidden: Sequence[int], param_dims: Sequence[int] = (1, 
 
     Args:
         input_dim: D.
-        hidden: the hidden layers' widths (at least D − 1 each, else some outputs see
-            fewer inputs than their order allows).
+        hidden: the hidden layers' widths, at least D each (Pyro's masks need it).
         param_dims: the parameters per dimension (MAF: ``(1, 1)`` for shift and log-scale;
             a mixture of C Gaussians: ``(C, C, C)``).
         order: the autoregressive order, a permutation of ``range(D)``.
@@ -34,7 +33,8 @@ def made(input_dim: int, hidden: Sequence[int], param_dims: Sequence[int] = (1, 
     if act in GATED:
         raise ValueError(f"activation {act!r} halves its input, which a MADE's masks do not allow: "
                          "choose relu, tanh, softplus, elu or sigmoid")
-    if not hidden or min(hidden) < 1:
-        raise ValueError(f"a MADE needs at least one hidden layer of positive width, got {list(hidden)}")
+    if not hidden or min(hidden) < input_dim:
+        raise ValueError(f"hidden = {list(hidden)}: a MADE needs hidden layers at least as wide as the data's "
+                         f"dimension D = {input_dim} (so that every output can see every input before it)")
     return AutoRegressiveNN(input_dim, list(hidden), param_dims=list(param_dims), permutation=order,
                             nonlinearity=activation(act))

@@ -22,7 +22,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.models.flow.bases import AutoregressiveMixture, StandardBase
 from pyro_vae.models.flow.config import MAFConfig, NICEConfig
 from pyro_vae.models.flow.model import DENSITY, MAF, NICE, Flow
-from pyro_vae.models.flow.transforms import Coupling, DiagonalScaling
+from pyro_vae.models.flow.transforms import AffineAutoregressiveLayer, Coupling, DiagonalScaling
 
 
 def build_nice(config, data) -> NICE:
@@ -51,5 +51,5 @@ def check_data(config, data) -> None:
         transform.check(data.split(split), f"data set {data.name!r} ({split} split)")
 
 
-__all__ = ["DENSITY", "MAF", "NICE", "AutoregressiveMixture", "Coupling", "DiagonalScaling", "Flow",
+__all__ = ["DENSITY", "MAF", "NICE", "AffineAutoregressiveLayer", "AutoregressiveMixture", "Coupling", "DiagonalScaling", "Flow",
            "MAFConfig", "NICEConfig", "StandardBase", "build_maf", "build_nice", "check_data"]

@@ -31,14 +31,14 @@ from typing import Optional, Sequence, Union
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import AffineAutoregressive, BatchNorm
+from pyro.distributions.transforms import BatchNorm
 from torch import nn
 from torch.distributions.transforms import ReshapeTransform, Transform, _InverseTransform
 
 from pyro_vae.capabilities import Capabilities
 from pyro_vae.data.transforms import DataTransform
 from pyro_vae.models.flow.bases import AutoregressiveMixture, StandardBase
-from pyro_vae.models.flow.transforms import Coupling, DiagonalScaling
+from pyro_vae.models.flow.transforms import AffineAutoregressiveLayer, Coupling, DiagonalScaling
 from pyro_vae.nets.made import made
 from pyro_vae.nets.shapes import as_event_shape
 from pyro_vae.plates import data_plate, register_module
@@ -236,7 +236,7 @@ class MAF(Flow):
         orders = [torch.arange(d) if k % 2 == 0 else torch.arange(d - 1, -1, -1) for k in range(num_flows + 1)]
         layers: list[Transform] = []
         for k in range(num_flows):
-            layers.append(AffineAutoregressive(made(d, hidden, (1, 1), orders[k], activation)))
+            layers.append(AffineAutoregressiveLayer(made(d, hidden, (1, 1), orders[k], activation)))
             if batch_norm:
                 layers.append(BatchNorm(d).inv)  # its inverse normalises data-side inputs (Pyro's convention)
         if base == "normal":

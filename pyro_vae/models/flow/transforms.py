@@ -1,5 +1,6 @@
 r"""NICE's layers as Pyro transforms: the coupling layer (additive, or RealNVP's affine
-form one setting away) with an interleaved partition, and the diagonal scaling.
+form one setting away) with an interleaved partition, and the diagonal scaling; MAF's
+autoregressive layer (Pyro's, with a dtype-correct inverse).
 
 Pyro has affine coupling (:class:`~pyro.distributions.transforms.AffineCoupling`) but not
 NICE's additive one, and its couplings keep the *first* ``split_dim`` dimensions. NICE
@@ -17,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
+from pyro.distributions.transforms import AffineAutoregressive
 from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.nn import DenseNN
 from torch import nn
@@ -119,3 +121,20 @@ class DiagonalScaling(TransformModule):
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.log_scale.sum().expand(x.shape[:-1])
+
+
+class AffineAutoregressiveLayer(AffineAutoregressive):
+    r"""Pyro's :class:`~pyro.distributions.transforms.AffineAutoregressive` (one MADE, the
+    IAF direction: ``y = μ(x) + σ(x) ⊙ x`` in one pass), whose sequential inverse builds its
+    tensors in ``y``'s dtype and device (Pyro 1.9's starts from zeros of the default dtype,
+    which fails for a float64 model). The inverse is ``D`` passes of the MADE, one per
+    dimension in its order."""
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        x = [y.new_zeros(y.shape[:-1])] * y.size(-1)
+        for i in self.arn.permutation.tolist():
+            mean, log_scale = self.arn(torch.stack(x, dim=-1))
+            log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
+            x[i] = (y[..., i] - mean[..., i]) * torch.exp(-log_scale[..., i])
+        self._cached_log_scale = log_scale  # the last pass saw every dimension a scale depends on
+        return torch.stack(x, dim=-1)
