@@ -29,7 +29,7 @@ from pyro_vae.inference.svi import ELBOS, SVI, SVIConfig, make_elbo
 from pyro_vae.inference.wake_sleep import RWS, MinibatchRWS, RWSConfig, WakeSleep, WakeSleepConfig
 
 __all__ = [
-    "ELBOS", "IWAE", "IWAEConfig", "MCEM", "MCEMConfig", "MLE", "MLEConfig", "OPTIMIZERS", "RWS", "RWSConfig", "SVI", "SVIConfig",
-    "VIMCO", "VIMCOConfig", "Inference", "MinibatchRWS", "Objective", "PyroELBO", "RoleOptimizers", "WakeSleep",
+    "ELBOS", "IWAE", "IWAEConfig", "MCEM", "MCEMConfig", "MLE", "MLEConfig", "OPTIMIZERS", "RWS", "RWSConfig", "SVI",
+    "SVIConfig", "VIMCO", "VIMCOConfig", "Inference", "MinibatchRWS", "Objective", "PyroELBO", "RoleOptimizers", "WakeSleep",
     "WakeSleepConfig", "make_elbo", "make_optimizer",
 ]

@@ -20,11 +20,16 @@ resumed run draws what the uninterrupted one drew.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
+import pyro
 import torch
+from pyro.distributions.transforms import BatchNorm
 from torch import nn
 
+from pyro_vae import distributed
+from pyro_vae.errors import ConfigError
 from pyro_vae.inference.base import Inference
 from pyro_vae.inference.optim import RoleOptimizers
 
@@ -56,9 +61,14 @@ class MLE(Inference):
     def __init__(self, module: nn.Module, optimizer: str = "adam", lr: float = 1e-3, eval_chunk: int = 1000):
         if eval_chunk < 1:
             raise ValueError(f"eval_chunk must be >= 1, got {eval_chunk}")
+        if distributed.world_size() > 1 and any(isinstance(m, BatchNorm) for m in module.modules()):
+            # each process would normalise by its own shard and keep its own running averages
+            raise ConfigError(f"batch normalisation under {distributed.world_size()} processes is not synchronised: "
+                              "set [model] batch_norm = false, or train in one process")
         self.module, self.eval_chunk = module, eval_chunk
         self.optimizers = RoleOptimizers(optimizer, lr, {"all": module.parameters()})
         self.event_dims = len(module.event_shape)
+        self._validated = False
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -68,7 +78,11 @@ class MLE(Inference):
         """One step on the minibatch ``x (B, *event_shape)``; figures per point."""
         self.module.train()
         y = self.module.data_transform.dequantize(x)
-        log_p = self.module.log_prob(y)
+        # Pyro's validation (and the flow's domain check) on the first step only: the loop
+        # checks every step's figures for NaN/inf, and a check is a device sync
+        with pyro.validation_enabled(False) if self._validated else contextlib.nullcontext():
+            log_p = self.module.log_prob(y)
+        self._validated = True
         loss = -(num_data / len(x)) * log_p.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -42,7 +42,8 @@ def test_dequantization_and_logit_on_a_constant_image():
     # the exact value at the pixel's centre: s = λ + (1 − 2λ)(100.5/256)
     centre = torch.full((1, 1, 28, 28), 100.5 / 256, dtype=torch.float64)
     sc = lam + (1 - 2 * lam) * 100.5 / 256
-    assert float(t.log_abs_det_jacobian(centre, 3)) == pytest.approx(d * (math.log(1 - 2 * lam) - math.log(sc * (1 - sc))))
+    expected = d * (math.log(1 - 2 * lam) - math.log(sc * (1 - sc)))
+    assert float(t.log_abs_det_jacobian(centre, 3)) == pytest.approx(expected)
     # A flow's figures: bits/dim from the density on [0, 1], log-likelihood in logit space.
     log_p_data = torch.tensor([-100.0, 50.0], dtype=torch.float64)
     figures = t.figures(log_p_data, y.double(), 3)

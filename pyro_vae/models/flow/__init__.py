@@ -51,5 +51,5 @@ def check_data(config, data) -> None:
         transform.check(data.split(split), f"data set {data.name!r} ({split} split)")
 
 
-__all__ = ["DENSITY", "MAF", "NICE", "AffineAutoregressiveLayer", "AutoregressiveMixture", "Coupling", "DiagonalScaling", "Flow",
-           "MAFConfig", "NICEConfig", "StandardBase", "build_maf", "build_nice", "check_data"]
+__all__ = ["DENSITY", "MAF", "NICE", "AffineAutoregressiveLayer", "AutoregressiveMixture", "Coupling", "DiagonalScaling",
+           "Flow", "MAFConfig", "NICEConfig", "StandardBase", "build_maf", "build_nice", "check_data"]

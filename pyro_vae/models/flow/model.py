@@ -137,13 +137,13 @@ class Flow(nn.Module):
             x = self.distribution().sample((num_samples,))
         return x.clamp(0, 1) if self.data_transform.bounded else x
 
-    @torch.no_grad()
     def to_base(self, x: torch.Tensor) -> torch.Tensor:
-        """``u = f(x)``, the points in the base space, ``(b, D)``, in eval mode: the
-        flow's picture of the data (no encoder: a deterministic map)."""
+        """``u = f(x)``, the points ``x (b, *event_shape)`` in the base space, ``(b, D)``,
+        in eval mode (differentiable): the flow's picture of the data (no encoder: a
+        deterministic map)."""
         with self.evaluating():
             u = x.reshape(len(x), self.x_dim)
-            for t in [_inverse(t) for t in self.data_transform.to_data_space()[::-1]] + self.layers:
+            for t in [t.inv for t in reversed(self.data_transform.to_data_space())] + self.layers:
                 u = t(u)
         return u
 
@@ -165,10 +165,6 @@ class Flow(nn.Module):
 
 def _module_of(t: Transform):
     return t._inv if isinstance(t, _InverseTransform) else t
-
-
-def _inverse(t: Transform) -> Transform:
-    return t.inv
 
 
 class NICE(Flow):
