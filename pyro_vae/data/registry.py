@@ -44,7 +44,7 @@ class DatasetSpec:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        """``(H, W)`` of one image (every named set holds ``(C, H, W)`` images)."""
+        """``(H, W)`` of one image, for the sets of ``(C, H, W)`` images (not the 2-D toy sets)."""
         return self.event_shape[-2], self.event_shape[-1]
 
     @property

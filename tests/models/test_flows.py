@@ -3,6 +3,7 @@ the autograd Jacobian's, an affine flow is the closed-form Gaussian, MADE's mask
 autoregressive, the story is a plain Pyro model, flows train and resume through the
 package's loop from a TOML file, and bad input is refused with the fix."""
 
+import json
 import math
 
 import pyro
@@ -12,6 +13,7 @@ import torch
 from pyro import poutine
 from pyro.distributions.transforms import BatchNorm
 
+from pyro_vae import cli
 from pyro_vae.config import Config, ConfigError
 from pyro_vae.data import DataError, load_dataset
 from pyro_vae.data.transforms import DataTransform
@@ -252,7 +254,7 @@ MODELS = {"nice": 'couplings = 4\nhidden = [32, 32]\nprior = "normal"',
 
 
 @pytest.mark.parametrize("family", ["nice", "maf"])
-def test_a_flow_trains_from_a_toml_file_by_exact_maximum_likelihood(tmp_path, family):
+def test_a_flow_trains_from_a_toml_file_by_exact_maximum_likelihood(tmp_path, family, capsys):
     path = tmp_path / "flow.toml"
     path.write_text(FLOW_TOML.format(family=family, model=MODELS[family]))
     config = Config.from_toml(path)
@@ -265,6 +267,15 @@ def test_a_flow_trains_from_a_toml_file_by_exact_maximum_likelihood(tmp_path, fa
     # Continuous 2-D data: bits/dim is −log p / (D ln 2).
     assert last["valid_bits_per_dim"] == pytest.approx(-last["valid_log_likelihood"] / (2 * math.log(2)))
     assert state.best_score == max(r["valid_log_likelihood"] for r in state.history)
+    # The CLI on the run: exact figures, a scatter of samples, the density plots.
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "run")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["exact"] and printed["points"] == 300
+    assert printed["log_likelihood"] == pytest.approx(exp.inference.evaluate(exp.data.test)["log_likelihood"])
+    assert cli.main(["sample", str(tmp_path / "run"), "-n", "50"]) == 0
+    assert cli.main(["plot", str(tmp_path / "run")]) == 0
+    assert {p.name for p in (tmp_path / "run" / "plots").iterdir()} == {"samples.png", "density.png", "elbo.png"}
 
 
 def test_an_interrupted_maf_run_on_dequantized_logit_pixels_resumes_bit_for_bit(tmp_path):
