@@ -200,6 +200,10 @@ def cmd_evaluate(args) -> None:
 
     exp, state = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     x = exp.data.split(args.split)[: args.limit]
+    if exp.capabilities.exact_log_prob:  # a flow: its log-likelihood is exact, no importance samples
+        print(json.dumps({"split": args.split, "points": len(x), **exp.inference.evaluate(x), "exact": True},
+                         indent=2))
+        return
     name = f"{args.split}-{len(x)}points-k{args.num_samples}-seed{args.seed}-epoch{state.epoch}"  # trained on: anew
     progress = args.run_dir / "evaluation" / name
     ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed,
@@ -219,6 +223,9 @@ def cmd_sample(args) -> None:
     pyro.set_rng_seed(args.seed)
     out = args.out or args.run_dir / "plots" / "samples.png"
     samples = exp.module.sample(args.num_samples)
+    if not exp.data.is_image:  # points, e.g. a 2-D flow's
+        print(plots.latent_scatter(samples.reshape(len(samples), -1).cpu(), None, out, title="samples", axis="x"))
+        return
     print(plots.image_grid(samples.reshape(len(samples), -1).cpu(), exp.data.image_shape, out, title="samples"))
 
 

@@ -56,6 +56,13 @@ class DataConfig:
     train_size: Optional[int] = None
     valid_size: Optional[int] = None
     test_size: Optional[int] = None
+    #: Density models (flows): the steps from stored grey levels to the modelled space,
+    #: a subsequence of ["dequantize", "rescale" | "logit"]; see pyro_vae.data.transforms.
+    transform: list[str] = field(default_factory=list)
+    #: "rescale": the interval [lo, hi] the values are mapped to (NICE's CIFAR-10: [-1, 1]).
+    rescale_to: list[float] = field(default_factory=lambda: [-1.0, 1.0])
+    #: "logit": λ of logit(λ + (1 − 2λ) x) (MAF's MNIST: 1e-6; CIFAR-like data: 0.05).
+    logit_lambda: float = 1e-6
 
 
 @dataclass

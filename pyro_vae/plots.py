@@ -31,7 +31,7 @@ ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
 
 __all__ = [
     "tile_images", "image_grid", "reconstructions", "grid_levels", "manifold", "latent_scatter", "elbo_curves",
-    "figure_curves", "samples_side_by_side", "latent_kde",
+    "figure_curves", "samples_side_by_side", "latent_kde", "density_2d",
 ]
 
 _DPI = 100
@@ -312,8 +312,10 @@ def latent_scatter(
     labels: Optional[ArrayLike],
     path: PathLike,
     title: Optional[str] = None,
+    axis: str = "z",
 ) -> Path:
-    """Scatter plot of latent codes ``z (n, d)``, e.g. ``vae.encode(x)``.
+    """Scatter plot of latent codes ``z (n, d)``, e.g. ``vae.encode(x)`` (``axis`` names
+    the coordinates: ``"x"`` for points of data space, such as a 2-D flow's samples).
 
     ``d == 2`` is drawn as is; ``d > 2`` is projected on its first two principal
     components (PCA by SVD of the centred codes; the axis labels say so, with the share
@@ -326,10 +328,10 @@ def latent_scatter(
     if z.ndim != 2 or z.shape[1] < 2 or len(z) == 0:
         raise ValueError(f"z must be (n, d) with n >= 1 and d >= 2, got shape {z.shape}")
     if z.shape[1] == 2:
-        xy, names = z, ("z[0]", "z[1]")
+        xy, names = z, (f"{axis}[0]", f"{axis}[1]")
     else:
         xy, _, ratio = _principal_components(z)
-        names = tuple(f"PC {i + 1} of z ({ratio[i]:.0%} of variance)" for i in range(2))
+        names = tuple(f"PC {i + 1} of {axis} ({ratio[i]:.0%} of variance)" for i in range(2))
     fig, ax = _figure((6.5, 5))
     style = dict(s=8, alpha=0.7, linewidths=0)
     if labels is None:
@@ -540,6 +542,72 @@ def latent_kde(
         ax.set_title(name)
         ax.set_xlabel("z[0]")
         ax.set_ylabel("z[1]")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def density_2d(
+    log_density: Callable[[torch.Tensor], ArrayLike],
+    points: ArrayLike,
+    path: PathLike,
+    samples: Optional[ArrayLike] = None,
+    base_points: Optional[ArrayLike] = None,
+    labels: Optional[ArrayLike] = None,
+    extent: Optional[tuple[float, float, float, float]] = None,
+    resolution: int = 150,
+    title: Optional[str] = None,
+) -> Path:
+    """A 2-D density model's picture, one panel each: the learned density ``p(x)`` as a
+    heat map (``log_density: x (m, 2) -> log p(x) (m,)``, e.g. ``flow.log_density``) with
+    the data ``points (n, 2)`` over it; the model's ``samples (k, 2)``; and the data mapped
+    to the base space, ``base_points (n, 2)`` (a flow's ``f(x)``, which should look like
+    draws of its base density), coloured by ``labels``. ``extent = (x0, x1, y0, y1)``
+    defaults to the data's range (0.5 to 99.5 percentiles) with a margin.
+    """
+    path = _png_path(path)
+    pts = _to_numpy(points)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 2 or not np.isfinite(pts).all():
+        raise ValueError(f"points must be finite 2-D data (n >= 2, 2), got shape {pts.shape}")
+    if resolution < 2:
+        raise ValueError(f"resolution must be >= 2, got {resolution}")
+    if extent is None:
+        lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
+        pad = 0.15 * (hi - lo) + 1e-3
+        extent = (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+    x0, x1, y0, y1 = (float(e) for e in extent)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
+    xs, ys = np.linspace(x0, x1, resolution), np.linspace(y0, y1, resolution)
+    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    with torch.no_grad():
+        logd = _to_numpy(log_density(torch.as_tensor(grid, dtype=torch.float32))).reshape(-1)
+    if logd.shape != (len(grid),):
+        raise ValueError(f"log_density returned {logd.shape} values for {len(grid)} points")
+    panels = 1 + (samples is not None) + (base_points is not None)
+    fig = Figure(figsize=(4.2 * panels, 4.2), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = iter(fig.subplots(1, panels, squeeze=False)[0])
+    ax = next(axes)
+    ax.imshow(np.exp(logd - np.nanmax(logd)).reshape(resolution, resolution), origin="lower",
+              extent=(x0, x1, y0, y1), cmap="viridis", aspect="auto", interpolation="bilinear")
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, c="white", alpha=0.25, linewidths=0)
+    ax.set(title="learned density p(x), data", xlabel="x[0]", ylabel="x[1]")
+    style = dict(s=3, alpha=0.5, linewidths=0)
+    if samples is not None:
+        ax = next(axes)
+        s = _to_numpy(samples)
+        ax.scatter(s[:, 0], s[:, 1], **style)
+        ax.set(title=f"{len(s)} samples", xlabel="x[0]", ylabel="x[1]", xlim=(x0, x1), ylim=(y0, y1))
+    if base_points is not None:
+        ax = next(axes)
+        u = _to_numpy(base_points)
+        if labels is None:
+            ax.scatter(u[:, 0], u[:, 1], **style)
+        else:
+            lab = _int_labels(labels, len(u))
+            ax.scatter(u[:, 0], u[:, 1], c=lab, cmap="tab10", vmin=0, vmax=9, **style)
+        ax.set(title="data in the base space, f(x)", xlabel="u[0]", ylabel="u[1]", aspect="equal")
     if title:
         fig.suptitle(title)
     return _save(fig, path)

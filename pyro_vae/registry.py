@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from pyro_vae.capabilities import Capabilities, capabilities_of
+from pyro_vae.data import check_likelihood
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference import (
     IWAE,
@@ -27,13 +28,15 @@ from pyro_vae.inference import (
     VIMCO,
     IWAEConfig,
     MCEMConfig,
+    MLE,
+    MLEConfig,
     RWSConfig,
     SVIConfig,
     VIMCOConfig,
     WakeSleep,
     WakeSleepConfig,
 )
-from pyro_vae.models import gae, vae
+from pyro_vae.models import flow, gae, vae
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class Family:
     """A model family: ``build(config, data) -> module``; ``objective(config, module,
     num_particles) -> Objective`` is what ``[inference] elbo = "auto"`` trains it with
     (None: a Pyro ELBO); ``exclusive``: the family trains with that objective only (it
-    holds training terms of its own that a Pyro ELBO on the story would leave out)."""
+    holds training terms of its own that a Pyro ELBO on the story would leave out);
+    ``check_data(config, data)`` refuses data the family cannot model, before training
+    (default: the decoder's ``[model] likelihood`` must suit them)."""
 
     config: type
     build: Callable
@@ -49,6 +54,17 @@ class Family:
     model_class: type
     objective: Optional[Callable] = None
     exclusive: bool = False
+    check_data: Optional[Callable] = None
+
+
+def check_decoder_data(config, data) -> None:
+    """The latent-variable families' data check: values their decoder likelihood takes,
+    and no ``[data] transform`` (a density model's)."""
+    if config.data.transform:
+        raise ConfigError(f"[data] transform = {config.data.transform} maps data for a density model, but "
+                          f"[model] name = {config.model.name!r} models the data as they are: use transform = [] "
+                          f"(or a flow: [model] name = \"nice\" or \"maf\")")
+    check_likelihood(data, config.model.likelihood)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,8 @@ FAMILIES: dict[str, Family] = {
     "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True,
                                                          latent_sites=("y", "z")),
                   gae.GAE, objective=gae.objective, exclusive=True),
+    "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data),
+    "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data),
 }
 
 
@@ -117,6 +135,10 @@ def _em(config, module, family) -> gae.EM:
                   m_steps=inf.m_steps, num_samples=inf.num_samples)
 
 
+def _mle(config, module, family) -> MLE:
+    return MLE(module, config.optim.name, config.optim.lr, eval_chunk=config.inference.eval_chunk)
+
+
 _SAMPLED = {"has_guide": True, "enumerated_latents": False}
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -127,6 +149,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "iwae": Algorithm(IWAEConfig, _iwae, _SAMPLED),
     "vimco": Algorithm(VIMCOConfig, _vimco, _SAMPLED),
     "em": Algorithm(gae.EMConfig, _em, {"has_guide": True, "enumerated_latents": True}),
+    "mle": Algorithm(MLEConfig, _mle, {"exact_log_prob": True}),
 }
 
 
@@ -138,16 +161,21 @@ def check_compatible(capabilities: Capabilities, algorithm: str, what: str) -> N
     why = {("has_guide", True): "a guide to propose latents",
            ("enumerated_latents", False): "every latent sampled (no enumerated discrete latents, "
                                           "which only \"svi\" and \"em\" sum out)",
-           ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)"}
+           ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)",
+           ("exact_log_prob", True): "an exact log-density (a normalizing flow); a latent-variable model "
+                                     "trains with \"svi\" and the others"}
     needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
+    if capabilities.exact_log_prob and not capabilities.has_guide:
+        needs += " (a normalizing flow has none: train it with [inference] name = \"mle\")"
     raise ConfigError(f"[inference] name = {algorithm!r} cannot train {what}: it needs {needs}")
 
 
 def build_model(config, data) -> nn.Module:
     """The module ``[model]`` declares, for ``data`` (a :class:`~pyro_vae.data.DataSplits`)."""
     family = FAMILIES[config.model.name]
-    if config.model.z_dim < 1:
-        raise ConfigError(f"[model] z_dim must be >= 1, got {config.model.z_dim}")
+    z_dim = getattr(config.model, "z_dim", None)  # a flow has none
+    if z_dim is not None and z_dim < 1:
+        raise ConfigError(f"[model] z_dim must be >= 1, got {z_dim}")
     try:
         return family.build(config, data)
     except ValueError as e:
@@ -170,6 +198,13 @@ def build_inference(config, module: nn.Module) -> object:
         raise ConfigError(f"[inference]/[optim]: {e}") from None
 
 
+def check_data(config, data) -> None:
+    """Refuse (a :class:`ConfigError` or :class:`~pyro_vae.data.DataError` naming the
+    fix) data that ``[model]``'s family cannot model."""
+    family = FAMILIES[config.model.name]
+    (family.check_data or check_decoder_data)(config, data)
+
+
 def family_of(module: nn.Module) -> Optional[Family]:
     """The family whose model class ``module`` is an instance of (exactly), if any."""
     for family in FAMILIES.values():
@@ -179,4 +214,4 @@ def family_of(module: nn.Module) -> Optional[Family]:
 
 
 __all__ = ["ALGORITHMS", "FAMILIES", "Algorithm", "Family", "build_inference", "build_model", "check_compatible",
-           "family_of"]
+           "check_decoder_data", "check_data", "family_of"]

@@ -39,8 +39,9 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
 def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_samples: int = 100) -> list[Path]:
     """The figures the model's capabilities allow: samples (it can sample);
     reconstructions, the latent scatter and, for N_z = 2, the manifold over its prior's
-    quantiles (it has a guide: :func:`manifold`);
-    the curves of every logged figure (``elbo.png``)."""
+    quantiles (it has a guide: :func:`manifold`); for 2-D data and an exact density (a
+    flow), the density, samples and base-space picture (``density.png``); the curves of
+    every logged figure (``elbo.png``)."""
     out_dir, module, data, caps = Path(out_dir), exp.module, exp.data, exp.capabilities
     paths = []
     if history:
@@ -49,6 +50,8 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
     if caps.has_guide:
         paths.append(plots.latent_scatter(module.encode(data.test), data.test_labels, out_dir / "latent.png",
                                           title="test set, posterior means"))
+    if caps.exact_log_prob and data.event_shape == (2,) and len(data.test) > 1:
+        paths.append(_density_2d(exp, out_dir / "density.png", num_samples=10 * num_samples))
     if not data.is_image:  # the rest are pictures of data points
         return paths
     shape, x = data.event_shape, data.test[:10]
@@ -74,6 +77,14 @@ def manifold(module, shape, path: str | Path, n: int = 20, device=None, **kwargs
     # the plot builds its latent grid on the CPU: decode it where the module is
     return plots.manifold(lambda z: _flat(module.decoder.mean(z.to(device))), shape, path, grid=grid,
                           z_dim=module.z_dim, **kwargs)
+
+
+def _density_2d(exp: Experiment, path: Path, num_samples: int) -> Path:
+    """A 2-D flow's density, samples and base-space picture of the test set."""
+    module, test = exp.module, exp.data.test
+    return plots.density_2d(lambda x: module.log_density(x.to(exp.device)).cpu(), test.cpu(), path,
+                            samples=module.sample(num_samples).cpu(), base_points=module.to_base(test).cpu(),
+                            labels=exp.data.test_labels)
 
 
 def _flat(images: torch.Tensor) -> torch.Tensor:

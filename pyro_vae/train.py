@@ -29,10 +29,10 @@ from pyro_vae import distributed
 from pyro_vae.checkpoint import CheckpointError, load_parameters
 from pyro_vae.capabilities import Capabilities, capabilities_of
 from pyro_vae.config import BudgetConfig, Config
-from pyro_vae.data import DataSplits, check_likelihood, load_dataset
+from pyro_vae.data import DataSplits, load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.loop import Callback, Loop, TrainingDiverged, TrainState
-from pyro_vae.registry import ALGORITHMS, FAMILIES, build_inference, build_model, check_compatible
+from pyro_vae.registry import ALGORITHMS, FAMILIES, build_inference, build_model, check_compatible, check_data
 from pyro_vae.runs import RunDirectory, read_log, write_summary
 
 __all__ = ["Experiment", "TrainState", "TrainingDiverged", "build", "load_run", "make_inference", "read_log",
@@ -88,8 +88,9 @@ def build(config: Config, device: Optional[str] = None) -> Experiment:
     # there by an earlier model of the same names would shadow this one's.
     pyro.clear_param_store()
     module = build_model(config, data).to(at)
-    check_likelihood(data, config.model.likelihood)
+    check_data(config, data)
     inference = build_inference(config, module)
+    config = _with_default_monitor(config, inference)
     _check_monitor(config.budget, inference, data)
     return Experiment(config, data, module, inference, at)
 
@@ -111,6 +112,15 @@ def _check_budget(budget: BudgetConfig) -> None:
         raise ConfigError("[budget] lr_decays acts when patience runs out: set [budget] patience too")
     if budget.monitor_mode not in ("max", "min"):
         raise ConfigError(f"[budget] monitor_mode must be \"max\" or \"min\", got {budget.monitor_mode!r}")
+
+
+def _with_default_monitor(config: Config, inference) -> Config:
+    """``[budget] monitor`` left at its default (``valid_elbo``) follows the algorithm's own
+    figure where it logs no ELBO (``mle``: ``valid_log_likelihood``)."""
+    own = getattr(inference, "monitor", None)
+    if config.budget.monitor != BudgetConfig.monitor or own is None or "elbo" in inference.valid_figures:
+        return config
+    return dataclasses.replace(config, budget=dataclasses.replace(config.budget, monitor=own))
 
 
 def _check_monitor(budget: BudgetConfig, inference, data: DataSplits) -> None:
@@ -137,6 +147,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True, callbacks:
     """
     replicas = distributed.Replicas()
     exp = build(config)
+    config = exp.config  # with the defaults build resolved ([budget] monitor)
     replicas.check_batches(len(exp.data.train), config.data.batch_size)
     store = RunDirectory(run_dir, config, exp.device, allow_pickle)
     replicas.on_main(store.open)

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from pyro_vae.data import arrays, binarized_mnist, digits, frey_face, idx, mnist, torch_datasets
+from pyro_vae.data import arrays, binarized_mnist, digits, frey_face, idx, mnist, toy2d, torch_datasets
 from pyro_vae.data.binarize import binarize_splits, check_binarize_mode, check_seed
 from pyro_vae.data.errors import DataError
 from pyro_vae.data.paths import DataFile, PathLike, find_all, locate_files
@@ -45,7 +45,7 @@ class DatasetSpec:
 
     @property
     def image_shape(self) -> tuple[int, int]:
-        """``(H, W)`` of one image (every named set holds ``(C, H, W)`` images)."""
+        """``(H, W)`` of one image, for the sets of ``(C, H, W)`` images (not the 2-D toy sets)."""
         return self.event_shape[-2], self.event_shape[-1]
 
     @property
@@ -74,6 +74,13 @@ def _torchvision_idx_spec(name: str, class_name: str, description: str) -> Datas
     )
 
 
+def _toy_2d_specs() -> tuple[DatasetSpec, ...]:
+    """The 2-D toy sets of density models, generated locally (:mod:`pyro_vae.data.toy2d`)."""
+    about = {"moons": "two moons", "circles": "two circles", "ring": "a ring of 8 Gaussians"}
+    return tuple(DatasetSpec(name, f"2-D toy data: {text}, generated (no files)", toy2d.EVENT_SHAPE, (),
+                             toy2d.reader(name), True) for name, text in about.items())
+
+
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
     {
         s.name: s
@@ -88,6 +95,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
             _torchvision_idx_spec(
                 "kmnist", "KMNIST", "Kuzushiji-MNIST 28x28, grey levels (IDX files)"
             ),
+            *_toy_2d_specs(),
         )
     }
 )

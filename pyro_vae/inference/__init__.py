@@ -12,6 +12,8 @@
   ``"vimco"`` -- the same bound with VIMCO gradients for discrete guide sites;
   :mod:`pyro_vae.inference.importance`.
 * ``"em"`` -- EM for the GAE's enumerated data index; :mod:`pyro_vae.models.gae.em`.
+* ``"mle"`` -- exact maximum likelihood for a model with an exact log-density (a
+  normalizing flow); :mod:`pyro_vae.inference.mle`.
 
 The registry mapping names to algorithms, their settings and the model capabilities
 they need is :data:`pyro_vae.registry.ALGORITHMS`; :func:`pyro_vae.train.make_inference`
@@ -21,12 +23,13 @@ builds one from keywords.
 from pyro_vae.inference.base import Inference, Objective, PyroELBO
 from pyro_vae.inference.importance import IWAE, VIMCO, IWAEConfig, VIMCOConfig
 from pyro_vae.inference.mcem import MCEM, MCEMConfig
+from pyro_vae.inference.mle import MLE, MLEConfig
 from pyro_vae.inference.optim import OPTIMIZERS, RoleOptimizers, make_optimizer
 from pyro_vae.inference.svi import ELBOS, SVI, SVIConfig, make_elbo
 from pyro_vae.inference.wake_sleep import RWS, MinibatchRWS, RWSConfig, WakeSleep, WakeSleepConfig
 
 __all__ = [
-    "ELBOS", "IWAE", "IWAEConfig", "MCEM", "MCEMConfig", "OPTIMIZERS", "RWS", "RWSConfig", "SVI", "SVIConfig",
-    "VIMCO", "VIMCOConfig", "Inference", "MinibatchRWS", "Objective", "PyroELBO", "RoleOptimizers", "WakeSleep",
+    "ELBOS", "IWAE", "IWAEConfig", "MCEM", "MCEMConfig", "MLE", "MLEConfig", "OPTIMIZERS", "RWS", "RWSConfig", "SVI",
+    "SVIConfig", "VIMCO", "VIMCOConfig", "Inference", "MinibatchRWS", "Objective", "PyroELBO", "RoleOptimizers", "WakeSleep",
     "WakeSleepConfig", "make_elbo", "make_optimizer",
 ]

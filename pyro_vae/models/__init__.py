@@ -11,10 +11,13 @@ A model module has ``model(x=None, index=None, num_data=None)`` and
 ``capabilities`` (:class:`pyro_vae.capabilities.Capabilities`); and, for generation and
 plots, ``sample(n)``, ``encode(x)``, ``reconstruct(x)``, ``decoder.mean(z)``, ``z_dim``
 and ``prior_quantiles(u)`` (where its prior puts each latent dimension: the span of the
-manifold plot).
+manifold plot). A normalizing flow (:mod:`pyro_vae.models.flow`) has a model and no guide:
+its capability is an exact ``log_prob(x)``, and ``to_base(x)`` is its picture of the data.
 """
 
+from pyro_vae.models.flow import MAF, NICE, Flow, MAFConfig, NICEConfig
 from pyro_vae.models.gae import GAE, ExemplarELBO, ExemplarPrior, GAEConfig
 from pyro_vae.models.vae import VAE, Decoder, StandardNormal, VAEConfig
 
-__all__ = ["GAE", "VAE", "Decoder", "ExemplarELBO", "ExemplarPrior", "GAEConfig", "StandardNormal", "VAEConfig"]
+__all__ = ["GAE", "MAF", "NICE", "VAE", "Decoder", "ExemplarELBO", "ExemplarPrior", "Flow", "GAEConfig", "MAFConfig",
+           "NICEConfig", "StandardNormal", "VAEConfig"]
