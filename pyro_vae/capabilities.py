@@ -26,6 +26,9 @@ class Capabilities:
             (``TraceEnum_ELBO`` sums them out; algorithms that sample every latent refuse it).
         can_sample: ``model(None, num_data=n)`` generates n points.
         latent_sites: the names of the per-point latent sample sites, in order.
+        latent_layers: for a model with several continuous latent layers (a hierarchy),
+            their sites, top (furthest from x) first; empty for one layer. Per-layer
+            figures (KL bars, traversals, active units) are drawn for these.
         event_shape: the shape of one data point (None: not known until built).
     """
 
@@ -34,6 +37,7 @@ class Capabilities:
     enumerated_latents: bool = False
     can_sample: bool = True
     latent_sites: tuple[str, ...] = ("z",)
+    latent_layers: tuple[str, ...] = ()
     event_shape: Optional[tuple[int, ...]] = None
 
     def with_event_shape(self, event_shape) -> "Capabilities":

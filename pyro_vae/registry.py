@@ -36,7 +36,7 @@ from pyro_vae.inference import (
     WakeSleep,
     WakeSleepConfig,
 )
-from pyro_vae.models import flow, gae, vae
+from pyro_vae.models import flow, gae, hvae, vae, vlae
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,17 @@ FAMILIES: dict[str, Family] = {
     "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True,
                                                          latent_sites=("y", "z")),
                   gae.GAE, objective=gae.objective, exclusive=True),
+    # Hierarchies (issue 21): several latent layers, top first in latent_layers.
+    "hvae": Family(hvae.HVAEConfig, hvae.build, Capabilities(has_guide=True, latent_sites=hvae.LEVELS,
+                                                            latent_layers=hvae.LEVELS),
+                   hvae.HVAE, objective=hvae.objective),
+    "gae2": Family(hvae.GAE2Config, hvae.build_gae2,
+                   Capabilities(has_guide=True, enumerated_latents=True, latent_sites=("y",) + hvae.LEVELS,
+                                latent_layers=hvae.LEVELS),
+                   hvae.HierarchicalGAE, objective=hvae.gae2_objective, exclusive=True),
+    "vlae": Family(vlae.VLAEConfig, vlae.build, Capabilities(has_guide=True, latent_sites=("z3", "z2", "z1"),
+                                                            latent_layers=("z3", "z2", "z1")),
+                   vlae.VLAE, objective=vlae.objective),
     "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data),
     "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data),
 }
@@ -128,7 +139,7 @@ def _vimco(config, module, family) -> VIMCO:
 
 
 def _em(config, module, family) -> gae.EM:
-    if family is None or family.objective is None:
+    if family is None or family.objective is None or family.model_class is not gae.GAE:
         raise ConfigError("[inference] name = \"em\" fits a model with an exemplar prior: use [model] name = \"gae\"")
     inf = config.inference
     return gae.EM(module, family.objective(config, module, deferred=False), config.optim.name, config.optim.lr,

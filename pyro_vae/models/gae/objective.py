@@ -139,7 +139,7 @@ class ExemplarELBO(nn.Module):
         z = loc_x + scale_x * eps  # (K, B, D): the guide's reparameterized draws
         # Σ_b of the K-draw means, each term summed whole (no per-point intermediates)
         num_draws = self.num_particles
-        log_lik = self.gae.decoder.total_log_prob(z, x) / num_draws
+        log_lik = self.data_term(z, x, beta) / num_draws
         log_q = (-0.5 * eps.pow(2).sum() / num_draws - scale_x.log().sum()
                  - 0.5 * scale_x.numel() * math.log(2 * math.pi))
         log_prior = (stats.log_prob_table(z) + pool.logits).logsumexp(-1).sum() / num_draws
@@ -152,6 +152,12 @@ class ExemplarELBO(nn.Module):
         if self._knn:
             self.write_back(index, loc_x, scale_x, pool, deferred)
         return loss
+
+    def data_term(self, z: torch.Tensor, x: torch.Tensor, beta: float) -> torch.Tensor:
+        """What the ELBO holds beside the prior's level, summed over the draws ``z (K, B, D)``
+        and points: ``Σ log p(x|z)`` here; a hierarchy adds its lower levels' terms
+        (:class:`~pyro_vae.models.hvae.objective.HierarchicalExemplarELBO`)."""
+        return self.gae.decoder.total_log_prob(z, x)
 
     def start_epoch(self, epoch: int) -> None:
         """Re-encode the whole cache with the parameters the epoch starts from."""
