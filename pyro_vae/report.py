@@ -39,7 +39,8 @@ def summarize(exp: Experiment, state: TrainState, run_dir: str | Path, num_sampl
 def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_samples: int = 100) -> list[Path]:
     """The figures the model's capabilities allow: samples (it can sample);
     reconstructions, the latent scatter and, for N_z = 2, the manifold over its prior's
-    quantiles (it has a guide: :func:`manifold`); for 2-D data and an exact density (a
+    quantiles (it has a guide: :func:`manifold`), or for several latent layers their
+    traversals, KL bars and scatters (:mod:`pyro_vae.layer_report`); for 2-D data and an exact density (a
     flow), the density, samples and base-space picture (``density.png``); the curves of
     every logged figure (``elbo.png``)."""
     out_dir, module, data, caps = Path(out_dir), exp.module, exp.data, exp.capabilities
@@ -52,6 +53,11 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
                                           title="test set, posterior means"))
     if caps.exact_log_prob and data.event_shape == (2,) and len(data.test) > 1:
         paths.append(_density_2d(exp, out_dir / "density.png", num_samples=10 * num_samples))
+    layered = len(caps.latent_layers) > 1
+    if layered:  # a hierarchy: traversals, KL and latents per layer (instead of one manifold)
+        from pyro_vae.layer_report import write_layer_plots
+
+        paths += write_layer_plots(exp, out_dir)
     if not data.is_image:  # the rest are pictures of data points
         return paths
     shape, x = data.event_shape, data.test[:10]
@@ -61,7 +67,7 @@ def write_plots(exp: Experiment, history: list[dict], out_dir: str | Path, num_s
     if caps.has_guide and len(x):
         paths.append(plots.reconstructions(_flat(x), _flat(module.reconstruct(x)), shape,
                                            out_dir / "reconstructions.png"))
-    if caps.has_guide and module.z_dim == 2:
+    if caps.has_guide and module.z_dim == 2 and not layered:
         paths.append(manifold(module, shape, out_dir / "manifold.png", device=exp.device))
     return paths
 

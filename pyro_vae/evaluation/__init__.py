@@ -10,6 +10,7 @@ and Parzen-window scores for a model that can only sample (:func:`parzen_evaluat
 from pyro_vae.evaluation.checkpointed import checkpointed_log_likelihood
 from pyro_vae.evaluation.elbo import evaluate_elbo
 from pyro_vae.evaluation.hmc_marginal import hmc_log_likelihood
+from pyro_vae.evaluation.layers import active_units, layer_kl, linear_probe, posterior_means
 from pyro_vae.evaluation.marginal_likelihood import (
     LogLikelihood,
     elbo_per_point,
@@ -29,16 +30,20 @@ from pyro_vae.evaluation.parzen import (
 __all__ = [
     "DEFAULT_SIGMAS",
     "LogLikelihood",
+    "active_units",
     "ParzenResult",
     "checkpointed_log_likelihood",
     "elbo_per_point",
     "evaluate_elbo",
     "hmc_log_likelihood",
     "importance_log_likelihood",
+    "layer_kl",
+    "linear_probe",
     "log_likelihood",
     "log_weights",
     "parzen_evaluate",
     "parzen_log_density",
     "parzen_log_likelihood",
+    "posterior_means",
     "select_bandwidth",
 ]

@@ -142,7 +142,8 @@ class VLAE(nn.Module):
 
     @property
     def layer_sizes(self) -> dict[str, int]:
-        return {f"z{l}": d for l, d in enumerate(self.z_dims, start=1)}
+        """Each layer's dimensions by site, top first."""
+        return {name: self.z_dims[int(name[1:]) - 1] for name in self.latent_layers}
 
     @property
     def capabilities(self) -> Capabilities:
