@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 
 from pyro_vae.capabilities import capabilities_of
-from pyro_vae.traces import max_plate_nesting, particle_traces, per_point_log_prob
+from pyro_vae.traces import max_plate_nesting, particle_traces, per_point_log_prob, preserved_rng
 
 #: Burda et al.'s threshold on the variance of a unit's posterior mean.
 ACTIVE_THRESHOLD = 1e-2
@@ -51,7 +51,8 @@ def layer_kl(module, x: torch.Tensor, num_samples: int = 10, batch_size: int = 5
     layers = _layers(module)
     totals = {name: 0.0 for name in layers}
     with _collapsed(module):
-        nesting = max_plate_nesting(module.model, module.guide, x[:batch_size])
+        with preserved_rng():  # a set-up run: the estimate's draws are the guide's first
+            nesting = max_plate_nesting(module.model, module.guide, x[:batch_size])
         for xb in x.split(batch_size):
             for name, kl in _per_point_kl(module, xb, num_samples, nesting, layers).items():
                 totals[name] += float(kl.sum())
@@ -77,7 +78,8 @@ def posterior_means(module, x: torch.Tensor, num_samples: int = 20, batch_size: 
     layers = _layers(module)
     parts = {name: [] for name in layers}
     with _collapsed(module):
-        nesting = max_plate_nesting(module.model, module.guide, x[:batch_size])
+        with preserved_rng():  # a set-up run: the estimate's draws are the guide's first
+            nesting = max_plate_nesting(module.model, module.guide, x[:batch_size])
         for xb in x.split(batch_size):
             tr = particle_traces(module.model, module.guide, xb, None, None, num_samples, nesting, grad_guide=False)
             for name in layers:
