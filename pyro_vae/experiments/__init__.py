@@ -17,6 +17,10 @@ its experiment is asked for.
   layers (the GAE paper's table).
 * ``gae-parzen`` -- :mod:`~pyro_vae.experiments.gae_parzen`: Parzen-window log-likelihood of
   the GAE on real-valued MNIST.
+* ``vlae-layers`` -- :mod:`~pyro_vae.experiments.hier_layers`: per-layer KL, active units and
+  linear probes of the VLAE and the stacked two-level VAE on MNIST (issue 21).
+* ``hier-nll`` -- :mod:`~pyro_vae.experiments.hier_nll`: test NLL of the one- and two-level
+  models on binarized MNIST (issue 21).
 
 From Python: ``run_experiment("aevb-fig2", max_minutes=30, out="results/fig2")`` runs
 the experiment with its command line's defaults and these options changed.
@@ -53,6 +57,10 @@ EXPERIMENTS: dict[str, Entry] = {
                      "test NLL of GAE and VAE at 1-4 hidden layers on binarized MNIST (the GAE paper's table)"),
     "gae-parzen": Entry("pyro_vae.experiments.gae_parzen",
                         "Parzen-window log-likelihood of the GAE on real-valued MNIST"),
+    "vlae-layers": Entry("pyro_vae.experiments.hier_layers",
+                         "what each latent layer learns: VLAE vs the stacked two-level VAE on MNIST (KL, probe)"),
+    "hier-nll": Entry("pyro_vae.experiments.hier_nll",
+                      "test NLL of VAE, two-level VAE, GAE, two-level GAE, VLAE on binarized MNIST (k = 5000)"),
 }
 
 
