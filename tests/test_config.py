@@ -78,7 +78,7 @@ def test_bad_overrides_are_refused():
     ('[inference]\nname = "hmc_em"\n',
      r"\[inference\] name = 'hmc_em' is unknown: choose one of \['em', 'iwae', 'mcem', 'mle', 'rws', 'svi', 'vimco', "
      r"'wake_sleep'\]"),
-    ('[model]\nname = "gan"\n', r"\[model\] name = 'gan' is unknown: choose one of \['gae', 'maf', 'nice', 'vae'\]"),
+    ('[model]\nname = "gan"\n', r"\[model\] name = 'gan' is unknown: choose one of \['gae', 'gae2', 'hvae', 'maf', 'nice', 'vae', 'vlae'\]"),
 ])
 def test_keys_of_another_family_or_algorithm_are_refused_naming_it(tmp_path, text, message):
     assert_file_refused(tmp_path, text, message)
