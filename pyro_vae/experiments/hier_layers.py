@@ -73,7 +73,6 @@ def make_config(args, model: str) -> Config:
     })
 
 
-@torch.no_grad()
 def run_one(args, model: str) -> dict:
     run_dir = args.out / model
     exp, state, train_s = train_run(args, make_config(args, model), run_dir)
