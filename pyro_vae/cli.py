@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from pyro_vae.checkpoint import CheckpointError
 from pyro_vae.config import Config, ConfigError
 from pyro_vae.data import DataError
+from pyro_vae.errors import EvaluationError
 
-ERRORS = (ConfigError, DataError, CheckpointError)
+ERRORS = (ConfigError, DataError, CheckpointError, EvaluationError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +28,65 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and (args.nproc or 1) > 1 and "LOCAL_RANK" not in os.environ:
         return launch(argv, args)  # re-run under torchrun, before any heavy import
     from pyro_vae.distributed import WorkerFailure
-    from pyro_vae.loop import TrainingDiverged  # heavy imports after argument parsing
+    from pyro_vae.loop import Interrupted, TrainingDiverged  # heavy imports after argument parsing
 
+    args.argv = argv  # what an interrupted train tells the user to run again
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    where = f"pyro-vae {args.command}" + (f" [rank {os.environ['RANK']}]" if several else "")
     try:
-        return args.func(args) or 0
+        with contextlib.nullcontext() if several else _sigterm_interrupts():
+            return args.func(args) or 0
     except (*ERRORS, TrainingDiverged, WorkerFailure) as e:
-        where = f" [rank {os.environ['RANK']}]" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-        print(f"pyro-vae {args.command}{where}: error: {e}", file=sys.stderr)
+        print(f"{where}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug, or the lead's to translate
+            raise
+        print(f"{where}: error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"{where}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop's steps (or a second one)
+        print(f"{where}: stopped by SIGINT before it finished: {_AGAIN}", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+_AGAIN = "run the same command again (training resumes from its last checkpoint, an evaluation from its saved chunks)"
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, a scheduler) raises :class:`~pyro_vae.loop.Interrupted`, as
+    Ctrl-C raises a KeyboardInterrupt: the command stops with one line, its atomic writes
+    remove their temporary files, and the training loop, which records the signal to stop
+    at a step boundary, restores this handler after the first one. Main thread only."""
+    from pyro_vae.loop import Interrupted
+
+    def interrupt(signum, frame):
+        raise Interrupted("stopped by SIGTERM before it finished", signum, _AGAIN)
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _os_error(e: OSError) -> str:
+    """One sentence for a file-system error on a path the user chose (a file where a
+    folder should be, a read-only folder, ...): the path, what went wrong, what to do."""
+    path = Path(e.filename)
+    found = next((p for p in (path, *path.parents) if p.exists()), None)
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and found is not None and not found.is_dir():
+        return f"{found} is a file where a folder is needed: choose another path"
+    if isinstance(e, PermissionError):
+        return f"permission denied on {path}: choose a path you may write to, or change its permissions"
+    return f"cannot use {path} ({e.strerror or type(e).__name__}): check the path, or choose another"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,7 +101,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config entry, e.g. --set inference.elbo=trace (repeatable)")
     t.add_argument("--data-dir", help="where the data files are (or set PYRO_VAE_DATA_DIR)")
-    t.add_argument("--epochs", type=int, help="shorthand for --set budget.epochs=N")
+    t.add_argument("--epochs", type=_positive_int, metavar="N", help="shorthand for --set budget.epochs=N")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--nproc", type=_positive_int, metavar="N",
                    help="train data-parallel in N processes on this machine (re-launches itself "
@@ -60,23 +115,24 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="importance-sampled log-likelihood and ELBO of a trained run")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--split", choices=["train", "valid", "test"], default="test")
-    e.add_argument("--num-samples", "-k", type=int, default=5000, help="importance samples per point")
-    e.add_argument("--limit", type=int, help="evaluate only the first N points of the split")
+    e.add_argument("--num-samples", "-k", type=_positive_int, default=5000, metavar="K",
+                   help="importance samples per point")
+    e.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N points of the split")
     e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     _allow_pickle_option(e)
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw samples from a trained model into a PNG grid")
     s.add_argument("run_dir", type=Path)
-    s.add_argument("-n", "--num-samples", type=int, default=100)
-    s.add_argument("--out", type=Path, help="PNG path (default: RUN_DIR/plots/samples.png)")
+    s.add_argument("-n", "--num-samples", type=_positive_int, default=100, metavar="N")
+    s.add_argument("--out", type=_png_file, help="PNG path (default: RUN_DIR/plots/samples.png)")
     s.add_argument("--seed", type=int, default=0)
     _allow_pickle_option(s)
     s.set_defaults(func=cmd_sample)
 
     pl = sub.add_parser("plot", help="(re)draw a run's plots")
     pl.add_argument("run_dir", type=Path)
-    pl.add_argument("--out", type=Path, help="folder (default: RUN_DIR/plots)")
+    pl.add_argument("--out", type=_folder, help="folder (default: RUN_DIR/plots)")
     _allow_pickle_option(pl)
     pl.set_defaults(func=cmd_plot)
 
@@ -114,10 +170,31 @@ def _experiment_names() -> list[str]:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _png_file(text: str) -> Path:
+    """A PNG file to write: a folder or another extension is refused before any work."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: give the PNG file to write, e.g. {path / 'samples.png'}")
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text} is not a .png path: the samples are written as a PNG image")
+    return path
+
+
+def _folder(text: str) -> Path:
+    """A folder to write into (created if missing): an existing file is refused before any work."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file: give a folder for the plots")
+    return path
 
 
 def _positive_float(text: str) -> float:
@@ -144,20 +221,47 @@ def launch(argv: list[str], args) -> int:
             skip = True
         elif not a.startswith("--nproc="):
             rest.append(a)
-    if args.run_dir is None:
+    run_dir = args.run_dir
+    if run_dir is None:
         try:
-            rest += ["--run-dir", str(_default_run_dir(_config(args)))]
+            run_dir = _default_run_dir(_config(args))
+            rest += ["--run-dir", str(run_dir)]
         except ERRORS as e:
             print(f"pyro-vae train: error: {e}", file=sys.stderr)
             return 2
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={args.nproc}", "-m", "pyro_vae", *rest]
     proc = subprocess.Popen(cmd)
+    received = []
+
+    def forward(signum, frame):  # SIGTERM to this process alone would leave torchrun training on
+        received.append(signum)
+        proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
-        return proc.wait()
+        code = proc.wait()
     except KeyboardInterrupt:  # torchrun forwards the interrupt to its workers
+        received.append(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
-        return proc.wait()
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not received:
+        return code
+    resume = argv + ([] if args.run_dir is not None else ["--run-dir", str(run_dir)])
+    print(f"pyro-vae train: stopped by {signal.Signals(received[0]).name}, every process with it; "
+          f"{_kept_on_disk(run_dir)}: resume with `{shlex.join(['pyro-vae', *resume])}`", file=sys.stderr)
+    return 128 + received[0]
+
+
+def _kept_on_disk(run_dir: Path) -> str:
+    """What :meth:`~pyro_vae.runs.RunDirectory.kept` says, without reading the checkpoint
+    (the launcher imports no torch)."""
+    path = run_dir / "checkpoint.pt"
+    if path.exists():
+        return f"the last good checkpoint is kept at {path}"
+    return "no epoch had finished, so there is no checkpoint"
 
 
 def _config(args) -> Config:
@@ -172,6 +276,7 @@ def _config(args) -> Config:
 
 def cmd_train(args) -> None:
     from pyro_vae import distributed
+    from pyro_vae.loop import Interrupted
     from pyro_vae.report import summarize, write_plots
     from pyro_vae.train import train
 
@@ -182,7 +287,11 @@ def cmd_train(args) -> None:
     run_dir = distributed.broadcast_object(args.run_dir or _default_run_dir(config))  # rank 0's clock
     if distributed.is_main():
         print(f"run directory: {run_dir}")
-    exp, state = train(config, run_dir, progress=not args.no_progress, echo=print, allow_pickle=args.allow_pickle)
+    try:
+        exp, state = train(config, run_dir, progress=not args.no_progress, echo=print,
+                           allow_pickle=args.allow_pickle)
+    except Interrupted as e:
+        raise Interrupted(e.where, e.signum, f"resume with `{_resume_command(args, run_dir)}`") from None
     main_rank = distributed.is_main()
     distributed.shutdown(barrier=True)  # what follows is rank 0's alone
     if not main_rank:
@@ -193,14 +302,28 @@ def cmd_train(args) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _resume_command(args, run_dir: Path) -> str:
+    """The command that was run, with its run directory named (a default one has the
+    time in its name, so the same command without it would start a new run)."""
+    argv = list(getattr(args, "argv", None) or ["train"])
+    if args.run_dir is None:
+        argv += ["--run-dir", str(run_dir)]
+    return shlex.join(["pyro-vae", *argv])
+
+
 def cmd_evaluate(args) -> None:
     """Scores chunk by chunk under RUN_DIR/evaluation/, so an interrupted evaluation resumes."""
+    import pyro
+
     from pyro_vae.evaluation import checkpointed_log_likelihood
     from pyro_vae.train import load_run
 
     exp, state = load_run(args.run_dir, allow_pickle=args.allow_pickle)
     x = exp.data.split(args.split)[: args.limit]
+    if not len(x):
+        raise ConfigError(f"the {args.split} split of {args.run_dir}'s data is empty: evaluate another --split")
     if exp.capabilities.exact_log_prob:  # a flow: its log-likelihood is exact, no importance samples
+        pyro.set_rng_seed(args.seed)  # any draws of its figures (dequantization noise): repeatable
         print(json.dumps({"split": args.split, "points": len(x), **exp.inference.evaluate(x), "exact": True},
                          indent=2))
         return
@@ -208,6 +331,7 @@ def cmd_evaluate(args) -> None:
     progress = args.run_dir / "evaluation" / name
     ll = checkpointed_log_likelihood(exp.module, x, progress, num_samples=args.num_samples, seed=args.seed,
                                      allow_pickle=args.allow_pickle)
+    pyro.set_rng_seed(args.seed)  # the ELBO's draws: the same whether the chunks were drawn or read back
     print(json.dumps({"split": args.split, "points": len(x), **exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},
                      indent=2))
@@ -231,11 +355,23 @@ def cmd_sample(args) -> None:
 
 def cmd_plot(args) -> None:
     from pyro_vae.report import write_plots
-    from pyro_vae.train import load_run, read_log
+    from pyro_vae.train import load_run
 
-    exp, _ = load_run(args.run_dir, allow_pickle=args.allow_pickle)
-    for path in write_plots(exp, read_log(args.run_dir), args.out or args.run_dir / "plots"):
+    exp, state = load_run(args.run_dir, allow_pickle=args.allow_pickle)
+    for path in write_plots(exp, _history(args.run_dir, state), args.out or args.run_dir / "plots"):
         print(path)
+
+
+def _history(run_dir: Path, state) -> list[dict]:
+    """The run's log.csv, or when that is gone the copy of the log every checkpoint holds
+    (the rows log.csv was written from), with a note that says so."""
+    if (run_dir / "log.csv").exists():
+        from pyro_vae.train import read_log
+
+        return read_log(run_dir)
+    print(f"pyro-vae plot: note: {run_dir / 'log.csv'} is missing: the curves are drawn from the log "
+          f"kept in {run_dir / 'checkpoint.pt'}", file=sys.stderr)
+    return state.history
 
 
 def cmd_fetch(args) -> None:
@@ -249,6 +385,7 @@ def cmd_experiment(args) -> None:
     """The experiment's own parser reads its options; an option of another experiment is
     named as such (a one-line error, exit code 2)."""
     from pyro_vae.experiments import EXPERIMENTS, load, make_parser
+    from pyro_vae.loop import Interrupted
 
     parser = make_parser(args.name)
     options, extra = parser.parse_known_args(args.options)
@@ -261,7 +398,18 @@ def cmd_experiment(args) -> None:
                 raise ConfigError(f"{flag} does not apply to {args.name} (it is an option of {', '.join(owners)}); "
                                   f"pyro-vae experiment {args.name} --help lists its options")
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    load(args.name).run(options)
+    try:
+        load(args.name).run(options)
+    except Interrupted as e:
+        raise Interrupted(e.where, e.signum, f"resume with `{_resume_experiment(args, parser)}`") from None
+
+
+def _resume_experiment(args, parser: argparse.ArgumentParser) -> str:
+    """The experiment's command again, with ``--resume`` where it has that option (its
+    runs start afresh without it)."""
+    argv = ["pyro-vae", "experiment", args.name, *args.options]
+    resumes = any("--resume" in action.option_strings for action in parser._actions)
+    return shlex.join(argv + (["--resume"] if resumes and "--resume" not in argv else []))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,11 @@ et al. 2016, here triggered by the monitored figure rather than at fixed epochs)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Protocol, Sequence
@@ -37,6 +40,52 @@ RESUMABLE = ("budget", "time", "early_stopping")
 
 class TrainingDiverged(RuntimeError):
     """The objective or the parameters became NaN/inf; the last good checkpoint is kept."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal (SIGINT: Ctrl-C; SIGTERM: ``kill``, a scheduler) stopped the run at a step
+    boundary. A KeyboardInterrupt, so that code which stops on Ctrl-C stops on it too.
+
+    ``where``: what was stopped, where and what was kept; the message adds how to resume
+    (``resume``), which the CLI replaces by the command to run.
+    """
+
+    def __init__(self, where: str, signum: int, resume: str = "train again in the same run directory to resume"):
+        super().__init__(f"{where}: {resume}")
+        self.where, self.signum = where, signum
+
+
+class StopOnSignals:
+    """While entered (in the main thread): the first SIGINT or SIGTERM is only recorded
+    (:attr:`received`), for the loop to stop at the next step boundary, and the previous
+    handlers come back at once, so a second signal acts as it would without the loop
+    (Ctrl-C twice interrupts at once). A signal the process ignores stays ignored; on
+    exit the previous handlers are restored (the loop also runs in notebooks)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopOnSignals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _record(self, signum, frame) -> None:
+        self.received = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
 
 
 class Callback:
@@ -137,12 +186,24 @@ class Loop:
         self.device = device
         self.state = TrainState()
         self._stop: Optional[str] = None
+        self._signals = StopOnSignals()
 
     # ------------------------------------------------------------------ running
 
     def run(self) -> TrainState:
         """Train until the budget, early stopping or a callback ends the run; the module
-        ends with the best parameters (by the monitored figure), else the latest."""
+        ends with the best parameters (by the monitored figure), else the latest.
+
+        Raises:
+            Interrupted: a SIGINT or SIGTERM came (in a single process): the run stopped
+                at the next step boundary; a resumed run goes on from its last checkpoint.
+        """
+        self._signals = StopOnSignals()
+        # Under several processes the ranks must stop at the same step: torchrun's SIGTERM ends them.
+        with self._signals if self.replicas.world_size == 1 else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainState:
         self.state = self._resume_or_start()
         self.replicas.start(self.module)
         start, steps = time.perf_counter(), len(self.loader(0))
@@ -153,8 +214,10 @@ class Loop:
                     bar.set_description(f"epoch {self.state.epoch + 1}/{self.budget.epochs}")
                     self.replicas.seed_epoch(self.seed, self.state.epoch)
                     shares = self._train_epoch(bar)
+                    self._stop_if_signalled(f"in epoch {self.state.epoch + 1}")
                     self._end_epoch(shares, start)
                     self._save()
+                    self._stop_if_signalled(f"at the end of epoch {self.state.epoch}")
                     last = self.state.history[-1]
                     bar.set_postfix({k: f"{v:.2f}" for k, v in last.items() if k.startswith(("train_", "valid_"))})
         except distributed.WorkerFailure as e:
@@ -204,7 +267,7 @@ class Loop:
             bar.set_postfix({k: f"{v / steps:.2f}" for k, v in sums.items()}, refresh=False)
             for callback in self.callbacks:
                 callback.on_step_end(self, figures)
-            if self._stop is not None:
+            if self._stop is not None or self._signals.received is not None:
                 break
         if not all(torch.isfinite(p).all() for p in self.module.parameters()):
             raise self._diverged(f"a parameter became NaN/inf in epoch {state.epoch + 1}")
@@ -312,6 +375,14 @@ class Loop:
         if state.epoch >= self.budget.epochs:
             return state.stopped or "budget"
         return None if state.stopped in RESUMABLE + (None,) else state.stopped
+
+    def _stop_if_signalled(self, when: str) -> None:
+        """Raise :class:`Interrupted` if a signal came: the checkpoint on disk is the last
+        finished epoch's, from which the run resumes exactly."""
+        signum = self._signals.received
+        if signum is not None:
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {self.state.step} ({when} "
+                              f"of {self.budget.epochs}); {self._kept()}", signum)
 
     def _kept(self) -> str:
         return self.store.kept(self.state) if self.store is not None else "nothing was saved (no run directory)"

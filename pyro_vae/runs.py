@@ -24,6 +24,8 @@ import csv
 import io
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +55,7 @@ class RunDirectory:
     def open(self) -> None:
         """A new run writes config.toml; an existing one must hold the same experiment
         (but for :data:`MUTABLE_SECTIONS`, whose new values config.toml then records)."""
+        self.check_writable()
         text = self.config.to_toml()
         if self.checkpoint_path.exists() and self.config_path.exists() and self.config_path.read_text() != text:
             saved = Config.from_toml(self.config_path, legacy=self.is_legacy())
@@ -69,6 +72,28 @@ class RunDirectory:
         a checksum of in-memory arrays), so that the run names the copy it trained on.
         Rewritten at every (re)start: it says what the latest start read."""
         return checkpoint.write_text(self.path / "data.json", json.dumps(provenance.record(data), indent=2) + "\n")
+
+    def check_writable(self) -> None:
+        """Create the directory and write a file in it, before any training: a run
+        directory that is a file, lies under a file or may not be written would
+        otherwise fail at the first checkpoint, with an epoch's work lost and a traceback."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.path, prefix=".write-test.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise ConfigError(self._unwritable(e)) from None
+
+    def _unwritable(self, e: OSError) -> str:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            return f"the run directory {path} is a file, not a folder: choose another run directory"
+        above = next((p for p in path.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            return f"the run directory {path} lies under {above}, which is a file: choose another run directory"
+        return (f"the run directory {path} cannot be written ({e.strerror}: {e.filename}): choose a run "
+                "directory you may write to, or give yourself write permission there")
 
     def is_legacy(self) -> bool:
         """Whether the checkpoint was written by pyro-vae 0.1 (it names no release)."""

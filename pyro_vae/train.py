@@ -104,6 +104,16 @@ def _on(data: DataSplits, device: torch.device) -> DataSplits:
 
 
 def _check_budget(budget: BudgetConfig) -> None:
+    """Refuse a budget that would train nothing or stop at once: ``epochs = 0`` used to
+    write the summary of an untrained model and no checkpoint, which evaluate and plot
+    then failed on."""
+    if budget.epochs < 1:
+        raise ConfigError(f"[budget] epochs must be >= 1, got {budget.epochs}")
+    if budget.patience is not None and budget.patience < 0:
+        raise ConfigError(f"[budget] patience must be >= 0 epochs (or unset: no early stopping), "
+                          f"got {budget.patience}")
+    if budget.max_minutes is not None and not budget.max_minutes >= 0:
+        raise ConfigError(f"[budget] max_minutes must be >= 0 (or unset: no time limit), got {budget.max_minutes}")
     if budget.lr_decays < 0:
         raise ConfigError(f"[budget] lr_decays must be >= 0, got {budget.lr_decays}")
     if not 0.0 < budget.lr_decay_factor < 1.0:

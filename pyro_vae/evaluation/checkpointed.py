@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pyro_vae import checkpoint
+from pyro_vae.errors import EvaluationError
 from pyro_vae.evaluation.marginal_likelihood import LogLikelihood, log_likelihood
 
 _SETTINGS = "settings.json"
@@ -44,9 +45,11 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
             data only and a chunk holding anything else is refused.
 
     Raises:
-        ValueError: ``directory`` holds chunks made with other settings, other data or
-            (for an ``nn.Module``) other parameter values, e.g. of a run trained on since:
-            mixing them would be a wrong estimate. The message says which differ.
+        EvaluationError: (a ValueError) ``directory`` holds chunks made with other
+            settings, other data or (for an ``nn.Module``) other parameter values, e.g. of
+            a run trained on since: mixing them would be a wrong estimate. The message
+            says which differ. Or its settings.json is damaged, so that nothing in it can
+            be trusted.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of points, got {chunk_size}")
@@ -89,9 +92,22 @@ def _check_settings(directory: Path, settings: dict) -> None:
     if not path.exists():
         checkpoint.write_text(path, json.dumps(settings, indent=2))
         return
-    saved = json.loads(path.read_text())
+    saved = _read_settings(path)
     differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if differ:
         what = ", ".join(f"{k} {old} there, {new} now" for k, (old, new) in differ.items())
-        raise ValueError(f"{directory} holds an evaluation made with other settings ({what}): "
+        raise EvaluationError(f"{directory} holds an evaluation made with other settings ({what}): "
                          "use the same settings to resume it, or another directory (or delete it) to start afresh")
+
+
+def _read_settings(path: Path) -> dict:
+    """The settings a saved evaluation was made under; a damaged file (hand-edited, or
+    written by something else) is refused, as its chunks cannot be matched to anything."""
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as e:  # not JSON, or not even UTF-8 text
+        saved = e
+    if not isinstance(saved, dict):
+        raise EvaluationError(f"{path} is damaged (not the JSON settings of an evaluation): delete the folder "
+                              f"{path.parent} to start that evaluation afresh")
+    return saved

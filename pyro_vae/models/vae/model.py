@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from typing import Optional, Sequence, Union
 
 import pyro
@@ -176,8 +177,9 @@ class VAE(nn.Module):
         network: str = "mlp",
     ):
         super().__init__()
-        self.event_shape = as_event_shape(event_shape)
-        self.x_dim, self.z_dim = math.prod(self.event_shape), z_dim
+        owner = type(self).__name__
+        self.event_shape = _event_shape(owner, event_shape)
+        self.x_dim, self.z_dim = math.prod(self.event_shape), _latent_size(owner, z_dim)
         self.decoder = Decoder(z_dim, self.event_shape, hidden, activation, likelihood, network=network)
         self.guide = guide or DiagonalNormalGuide(GaussianEncoder(self.event_shape, z_dim, hidden, activation, network))
         self.prior = prior or StandardNormal(z_dim)
@@ -259,3 +261,24 @@ class VAE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """E[x|z = μ_φ(x)], ``(batch, *event_shape)``."""
         return self.decoder.mean(self.encode(x))
+
+
+def _event_shape(owner: str, event_shape) -> tuple[int, ...]:
+    """``event_shape`` checked here, with the VAE's argument named (networks built with a
+    zero or negative size fail deep inside torch, or silently have no weights)."""
+    try:
+        return as_event_shape(event_shape)
+    except ValueError:
+        raise ValueError(f"{owner}: event_shape (x_dim, the size of one data point) must be a positive int or a "
+                         f"tuple of them such as (1, 28, 28), got {event_shape!r}") from None
+
+
+def _latent_size(owner: str, z_dim) -> int:
+    """``z_dim`` as an int >= 1 (a zero-width latent builds networks without weights)."""
+    try:
+        size = operator.index(z_dim) if not isinstance(z_dim, bool) else None
+    except TypeError:
+        size = None
+    if size is None or size < 1:
+        raise ValueError(f"{owner}: z_dim must be a positive int (the number of latent dimensions), got {z_dim!r}")
+    return size
