@@ -179,6 +179,10 @@ def read_source(
             f"path / dataset are only for the sources {list(SOURCES)}, not for the named set "
             f"{spec.name!r} (use data_dir to say where its files are)"
         )
+    if not spec.files and data_dir not in (None, "") and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"the data directory {data_dir} (named by --data-dir, [data] data_dir or data_dir=) does not "
+                        f"exist, and {spec.name!r} is built in and reads no files: drop the data directory, or name "
+                        "the one that holds the data set you meant")
     paths = locate_files(spec.name, spec.files, data_dir, spec.missing_fix, _offered_instead(spec))
     data = spec.read(paths)
     return with_file_sources(data, paths) if paths else data

@@ -95,3 +95,11 @@ def test_a_complete_named_directory_is_read_and_recorded(isolated, monkeypatch, 
     assert [s.label for s in data.sources] == [str((SHARED / "frey_face" / "frey_rawface.mat").resolve())]
     monkeypatch.setenv(data_paths.ENV_VAR, f"{tmp_path / 'empty'}{os.pathsep}{SHARED}")
     assert load_dataset("frey_face").sources == data.sources  # the variable's second directory
+
+
+def test_a_missing_data_dir_is_refused_for_a_built_in_set_too(tmp_path):
+    """The embedded digits read no files, but a named directory that does not exist is a
+    mistake the user should hear of (it would be recorded in config.toml as if used)."""
+    with pytest.raises(DataError, match=r"does not exist, and 'digits' is built in and reads no files"):
+        load_dataset("digits", data_dir=tmp_path / "no-such-dir")
+    assert len(load_dataset("digits", data_dir=tmp_path).train) == 1297  # an existing one is harmless
