@@ -41,6 +41,8 @@ EVENT_SHAPES = {
     "frey_face": (1, 28, 20),
     "fashion_mnist": (1, 28, 28),
     "kmnist": (1, 28, 28),
+    "dsprites": (1, 64, 64),
+    "dsprites_original": (1, 64, 64),
 }
 
 
