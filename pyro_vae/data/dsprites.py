@@ -24,7 +24,8 @@ not pixel-identical to the original file. When you have that file, :meth:`DSprit
 reads it (its factor layout checked against the table above) and serves it through
 the same interface; ``[data] name = "dsprites_original"`` loads it like any named set.
 
-Geometry (pixel units; x to the right, y up on screen, rows counted downwards):
+Geometry (pixel units; x to the right, y up on screen, rows counted downwards, so posY
+grows downwards and posX rightwards):
 
 * the 3 x 6 x 40 = 720 sprites (shape, scale, orientation) are pre-rendered once
   (:func:`sprites`, ~0.5 s) into 33x33 patches, the shape's centre at :data:`CENTRE`
@@ -49,9 +50,13 @@ angle, so those two images are the same for every (shape, scale, position), as t
 values say. Beyond them, the grid's step 2π/39 divides neither the square's quarter turn
 nor the ellipse's half turn, yet it brings some orientations within 2.3 degrees of each
 other modulo those symmetries: too little for 64x64 binary pixels to show on the
-smallest squares. Three sprite pairs coincide up to a translation (:data:`TWIN_SPRITES`:
-square, scale 0.5 or 0.6, orientations 3 and 32 or 5 and 34); every other pair of the
-737,280 images differs (tested: :data:`NUM_DISTINCT` distinct images).
+smallest squares. Three sprite pairs coincide (:data:`TWIN_SPRITES`: square, scale 0.5
+or 0.6, orientations 3 and 32 or 5 and 34), and so do their 1024 images each; every
+other pair of the 737,280 images differs (tested: :data:`NUM_DISTINCT` distinct images).
+
+Registry: ``[data] name = "dsprites"`` is a fixed random subset of 10000 / 1000 / 1000
+images (:data:`SPLIT_SIZES`, float32 ``(n, 1, 64, 64)``, labels the shape), small enough
+for CPU runs; the metrics draw from the whole grid through :class:`DSprites`.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ import hashlib
 import math
 import zipfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -393,7 +398,9 @@ class DSprites(FactorGrid):
             return render_images(i, dtype)
         return self._imgs[i].astype(dtype, copy=False)
 
-    def observations(self, factors: np.ndarray, generator: Optional[np.random.Generator] = None) -> torch.Tensor:
+    def observations(
+        self, factors: np.ndarray, generator: Optional[np.random.Generator] = None
+    ) -> torch.Tensor:
         """The images of ``factors (n, 5)`` (classes of shape, scale, orientation, posX,
         posY), float32 ``(n, 1, 64, 64)``; no noise, so ``generator`` is unused."""
         f = check_classes(factors, self.factor_sizes, self.factor_names)
