@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from pyro_vae.data import arrays, binarized_mnist, digits, frey_face, idx, mnist, toy2d, torch_datasets
+from pyro_vae.data import arrays, binarized_mnist, digits, dsprites, frey_face, idx, mnist, toy2d, torch_datasets
 from pyro_vae.data.binarize import binarize_splits, check_binarize_mode, check_seed
 from pyro_vae.data.errors import DataError
 from pyro_vae.data.paths import DataFile, PathLike, find_all, locate_files
@@ -96,6 +96,12 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 "kmnist", "KMNIST", "Kuzushiji-MNIST 28x28, grey levels (IDX files)"
             ),
             *_toy_2d_specs(),
+            _spec(dsprites, "dSprites 64x64 binary, rendered here (no files), 12000 of its images", True),
+            DatasetSpec(
+                dsprites.ORIGINAL_NAME, "dSprites, DeepMind's .npz, the same 12000 images",
+                dsprites.EVENT_SHAPE, dsprites.ORIGINAL_FILES, dsprites.read_original, True,
+                dsprites.ORIGINAL_FIX,
+            ),
         )
     }
 )

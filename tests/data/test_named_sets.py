@@ -45,6 +45,8 @@ EVENT_SHAPES = {
     "moons": (2,),
     "circles": (2,),
     "ring": (2,),
+    "dsprites": (1, 64, 64),
+    "dsprites_original": (1, 64, 64),
 }
 
 
