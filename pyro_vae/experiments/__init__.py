@@ -17,6 +17,8 @@ its experiment is asked for.
   layers (the GAE paper's table).
 * ``gae-parzen`` -- :mod:`~pyro_vae.experiments.gae_parzen`: Parzen-window log-likelihood of
   the GAE on real-valued MNIST.
+* ``flow-mnist`` -- :mod:`~pyro_vae.experiments.flow_mnist`: NICE and the MAF family on MNIST
+  by exact likelihood, next to the papers' figures (resumable runs).
 
 From Python: ``run_experiment("aevb-fig2", max_minutes=30, out="results/fig2")`` runs
 the experiment with its command line's defaults and these options changed.
@@ -53,6 +55,8 @@ EXPERIMENTS: dict[str, Entry] = {
                      "test NLL of GAE and VAE at 1-4 hidden layers on binarized MNIST (the GAE paper's table)"),
     "gae-parzen": Entry("pyro_vae.experiments.gae_parzen",
                         "Parzen-window log-likelihood of the GAE on real-valued MNIST"),
+    "flow-mnist": Entry("pyro_vae.experiments.flow_mnist",
+                        "NICE and MADE / MADE MoG / MAF(5) / MAF(10) / MAF MoG(5) on MNIST by exact likelihood"),
 }
 
 
