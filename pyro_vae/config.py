@@ -67,10 +67,16 @@ class DataConfig:
 
 @dataclass
 class GuideConfig:
+    #: "diagonal_normal", or "iaf": IAF steps on top of it (Kingma et al. 2016).
     name: str = "diagonal_normal"
     #: Encoder widths and activation; None mirrors the model's decoder.
     hidden: Optional[list[int]] = None
     activation: Optional[str] = None
+    #: "iaf": the steps T, the width of the context h the encoder feeds every step, and each
+    #: step's autoregressive hidden widths (at least z_dim; None: [max(64, 2 z_dim)]).
+    flow_steps: int = 2
+    context_dim: int = 32
+    flow_hidden: Optional[list[int]] = None
 
 
 @dataclass

@@ -83,7 +83,15 @@ def jobs(out: Path) -> dict[str, Job]:
         "gae-parzen": Job(experiment("gae-parzen", "--out", str(out / "gae-parzen"), "--epochs", "1", "--layers", "1",
                                      "--n-train", "500", "--n-valid", "100", "--num-samples", "100",
                                      "--eval-points", "50")),
+        "flow-mnist": Job(experiment("flow-mnist", "--out", str(out / "flow-mnist"), "--models", "nice", "made",
+                                     "--epochs", "1", "--n-train", "200", "--n-valid", "100", "--n-test", "100",
+                                     "--hidden", "800")),
         # python benchmarks/SCRIPT
+        "flow_step_time.py": Job(script("flow_step_time.py", "--steps", "2", "--points", "200", "--repeats", "1",
+                                        "--hidden", "800", "--flows", "1")),
+        "iaf_guide.py": Job(script("iaf_guide.py", "--epochs", "1", "--n-train", "300", "--n-valid", "100",
+                                   "--eval-points", "20", "--eval-samples", "10", "--hidden", "64",
+                                   "--out", str(out / "iaf_guide"))),
         "step_time.py": Job(script("step_time.py", "--steps", "2", "--repeats", "1", "--threads", "1",
                                    "--elbos", "meanfield")),
         "gae_step_time.py": Job(script("gae_step_time.py", "--layers", "1", "--steps", "2", "--warmup", "1",
@@ -242,6 +250,28 @@ def test_gae_parzen_ceiling(smoke):
     rows = json.loads((out / "gae-nll" / "ceiling.json").read_text())
     assert [r["samples"] for r in rows][:3] == ["generation", "z at the mode", "z averaged out"]
     assert "| 1 | generation |" in done.out
+
+
+def test_flow_mnist(smoke):
+    out, done = result(smoke, "flow-mnist")
+    assert "| model | epochs (stopped) | test log-likelihood (nats) | bits/dim | paper | train images |" in done.out
+    rows = json.loads((out / "flow-mnist" / "summary.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["nice", "made"] and rows[0]["paper"] == 1980.50
+    assert all(r["test_points"] == 100 and r["epochs"] == 1 for r in rows)
+    assert (out / "flow-mnist" / "nice" / "checkpoint.pt").exists()  # a run directory, resumable
+
+
+def test_flow_step_time(smoke):
+    _, done = result(smoke, "flow_step_time.py")
+    assert "| batch norm | implementation | CPU ms / training step | x plain |" in done.out
+    assert "| yes | package |" in done.out and "| no | plain |" in done.out
+
+
+def test_iaf_guide(smoke):
+    out, done = result(smoke, "iaf_guide.py")
+    rows = json.loads((out / "iaf_guide" / "summary.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["diagonal", "iaf", "maf-prior", "iaf+maf-prior"]
+    assert "| iaf | " in done.out and all(r["gap"] > -1 for r in rows)  # log p >= ELBO up to the estimates' noise
 
 
 def test_the_smoke_runs_are_quick(smoke):

@@ -66,7 +66,8 @@ def test_bad_overrides_are_refused():
 @pytest.mark.parametrize("text,message", [
     ('[model]\nname = "vae"\nbandwidth = "shared"\n',
      r"\[model\]: unknown key\(s\) \['bandwidth'\] for name = 'vae' \('bandwidth' belongs to 'gae', 'gae2'\); "
-     r"the keys of 'vae' are \['activation', 'hidden', 'likelihood', 'name', 'network', 'z_dim'\]"),
+     r"the keys of 'vae' are \['activation', 'hidden', 'likelihood', 'name', 'network', 'prior', 'prior_flows', "
+     r"'prior_hidden', 'z_dim'\]"),
     ('[model]\nz_dim = 3\nleave_one_out = false\n', r"'leave_one_out' belongs to 'gae'.*the keys of 'vae' are"),
     ('[inference]\nname = "svi"\nhmc_steps = 2\n',
      r"\[inference\]: unknown key\(s\) \['hmc_steps'\] for name = 'svi' \('hmc_steps' belongs to 'mcem'\); "

@@ -21,6 +21,8 @@ its experiment is asked for.
   linear probes of the VLAE and the stacked two-level VAE on MNIST (issue 21).
 * ``hier-nll`` -- :mod:`~pyro_vae.experiments.hier_nll`: test NLL of the one- and two-level
   models on binarized MNIST (issue 21).
+* ``flow-mnist`` -- :mod:`~pyro_vae.experiments.flow_mnist`: NICE and the MAF family on MNIST
+  by exact likelihood, next to the papers' figures (resumable runs).
 
 From Python: ``run_experiment("aevb-fig2", max_minutes=30, out="results/fig2")`` runs
 the experiment with its command line's defaults and these options changed.
@@ -61,6 +63,8 @@ EXPERIMENTS: dict[str, Entry] = {
                          "what each latent layer learns: VLAE vs the stacked two-level VAE on MNIST (KL, probe)"),
     "hier-nll": Entry("pyro_vae.experiments.hier_nll",
                       "test NLL of VAE, two-level VAE, GAE, two-level GAE, VLAE on binarized MNIST (k = 5000)"),
+    "flow-mnist": Entry("pyro_vae.experiments.flow_mnist",
+                        "NICE and MADE / MADE MoG / MAF(5) / MAF(10) / MAF MoG(5) on MNIST by exact likelihood"),
 }
 
 

@@ -59,6 +59,10 @@ class DiagonalNormalGuide(nn.Module):
     ) -> torch.Tensor:
         register_module(self.name, self.encoder)
         with data_plate(len(x), index, num_data):
-            loc, scale = self.encoder(x)
-            return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            return pyro.sample("z", self.distribution(x))
+
+    def distribution(self, x: torch.Tensor) -> dist.Distribution:
+        """``q_φ(z|x)`` of each row of ``x``: batch shape ``(B,)``, event ``(z_dim,)``."""
+        loc, scale = self.encoder(x)
+        return dist.Normal(loc, scale).to_event(1)
 

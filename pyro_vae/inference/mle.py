@@ -96,7 +96,9 @@ class MLE(Inference):
             return {name: float("nan") for name in self.valid_figures}
         generator = torch.Generator(device=x.device).manual_seed(self.eval_seed)
         sums = dict.fromkeys(self.valid_figures, 0.0)
-        with self.module.evaluating():
+        # validated as a step is: the data were checked before training (Family.check_data)
+        checks = pyro.validation_enabled(False) if self._validated else contextlib.nullcontext()
+        with self.module.evaluating(), checks:
             for start in range(0, len(x), self.eval_chunk):
                 y = self.module.data_transform.dequantize(x[start:start + self.eval_chunk], generator)
                 for name, value in self._per_point(self.module.log_prob(y), y).items():

@@ -25,7 +25,7 @@ from pyro_vae.models.vae import MeanFieldELBO
 from pyro_vae.models.vlae import VLAE, LadderELBO
 from pyro_vae.plates import data_plate
 from pyro_vae.traces import max_plate_nesting, particle_traces
-from pyro_vae.train import train
+from pyro_vae.train import build, train
 
 
 def traces(module, x):
@@ -264,7 +264,7 @@ GAE2_WORKER = """
 import sys, torch
 from pyro_vae import distributed
 from pyro_vae.config import Config
-from pyro_vae.train import train
+from pyro_vae.train import build, train
 out, toml = sys.argv[1], sys.argv[2]
 exp, state = train(Config.from_toml(toml), f"{out}/run", progress=False)
 bank = {k: v for k, v in exp.inference.objective.state_dict().items() if k.startswith("bank.")}
@@ -368,3 +368,10 @@ def test_layer_plots_are_drawn_for_a_hierarchy(tmp_path):
     names = [p.name for p in write_plots(exp, state.history, tmp_path / "plots")]
     assert {"layers_traversal.png", "layers_kl.png", "layers_latent.png"} <= set(names)
     assert "manifold.png" not in names
+
+
+@pytest.mark.parametrize("name", ["hvae", "gae2"])
+def test_the_two_level_models_refuse_the_vaes_flow_prior(name):
+    config = Config().with_overrides([f'model.name="{name}"', 'model.prior="maf"', "model.hidden=[16]"])
+    with pytest.raises(ConfigError, match=r"\[model\] prior = 'maf': the two-level models' top prior is N\(0, I\)"):
+        build(config)

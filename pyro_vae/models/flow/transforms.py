@@ -128,13 +128,31 @@ class AffineAutoregressiveLayer(AffineAutoregressive):
     IAF direction: ``y = μ(x) + σ(x) ⊙ x`` in one pass), whose sequential inverse builds its
     tensors in ``y``'s dtype and device (Pyro 1.9's starts from zeros of the default dtype,
     which fails for a float64 model). The inverse is ``D`` passes of the MADE, one per
-    dimension in its order."""
+    dimension in its order, each writing its column into a copy of the previous pass's input."""
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = σ(x) ⊙ x + μ(x)``, one MADE pass (Pyro's), the clamp of ``log σ`` a plain
+        one where no gradient is recorded (scoring held-out data: one pass instead of the
+        three of a clamp that keeps gradients)."""
+        mean, log_scale = self.arn(x)
+        log_scale = _clamp(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
+        self._cached_log_scale = log_scale
+        return torch.exp(log_scale) * x + mean
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
-        x = [y.new_zeros(y.shape[:-1])] * y.size(-1)
+        x = torch.zeros_like(y)
         for i in self.arn.permutation.tolist():
-            mean, log_scale = self.arn(torch.stack(x, dim=-1))
-            log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
-            x[i] = (y[..., i] - mean[..., i]) * torch.exp(-log_scale[..., i])
+            mean, log_scale = self.arn(x)
+            log_scale = _clamp(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
+            column = (y[..., i] - mean[..., i]) * torch.exp(-log_scale[..., i])
+            # out of place (autograd keeps every pass's input), one copy per pass rather than
+            # Pyro's stack of D one-column tensors
+            x = x.index_copy(-1, torch.tensor([i], device=y.device), column.unsqueeze(-1))
         self._cached_log_scale = log_scale  # the last pass saw every dimension a scale depends on
-        return torch.stack(x, dim=-1)
+        return x
+
+
+def _clamp(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``t`` clamped to ``[lo, hi]``; with autograd recording, the gradient passes the clamp
+    unchanged (Pyro's ``clamp_preserve_gradients``), else a plain clamp (the same values)."""
+    return clamp_preserve_gradients(t, lo, hi) if torch.is_grad_enabled() else t.clamp(lo, hi)

@@ -62,6 +62,7 @@ def build(config, data) -> GAE:
     static binarization of the training split, so that the encoder sees binary inputs
     for its components as it does for the minibatches."""
     m = config.model
+    refuse_flows(config)
     if len(data.train) == 0:
         raise ValueError(f"the GAE's prior is a mixture over the training set, and {data.name}'s is empty")
     exemplars = data.train
@@ -70,6 +71,30 @@ def build(config, data) -> GAE:
     guide = DiagonalNormalGuide(encoder_for(config, data.event_shape))
     return GAE(exemplars, m.z_dim, m.hidden, m.activation, m.likelihood, guide=guide, bandwidth=m.bandwidth,
                leave_one_out=m.leave_one_out, network=m.network)
+
+
+def refuse_flows(config) -> None:
+    """The GAE takes neither the IAF guide nor a flow prior, for the reasons named.
+
+    Its prior *is* its guide: ``P(z) = (1/n) Σ_j q_φ(z|x_j)``. With an IAF posterior every
+    component is an IAF density, and scoring a point's ``z`` under exemplar ``j``'s
+    posterior inverts each IAF step at that ``z`` under ``x_j``'s context: ``z_dim``
+    sequential network passes per (point, exemplar) pair, ``n · z_dim`` per point for the
+    exact mixture the evaluation uses. Its training estimators also cache each component
+    as ``(μ, σ)`` and rank neighbours by the Gaussians' closed-form expected log-density.
+    The model is well defined, but not at a cost this package can train or evaluate.
+    """
+    if config.guide.name != "diagonal_normal":
+        raise ValueError(
+            f"[guide] name = {config.guide.name!r} cannot be the GAE's guide: its prior is the mixture of its own "
+            "posteriors, so every point's prior scores its z under every exemplar's posterior, which an IAF does "
+            "only by inverting its steps (z_dim sequential passes per point and exemplar), and its estimators cache "
+            "the components as diagonal Gaussians: use [guide] name = \"diagonal_normal\" with the GAE, or the "
+            "IAF guide with [model] name = \"vae\"")
+    if config.model.prior != "normal":
+        raise ValueError(f"[model] prior = {config.model.prior!r}: the GAE's prior is the mixture of its posteriors "
+                         "over the training set, not a choice: leave prior = \"normal\", or use [model] name = "
+                         "\"vae\" for a MAF prior")
 
 
 def objective(config, gae: GAE, deferred: bool = True, num_particles: int = 1) -> ExemplarELBO:
@@ -81,5 +106,5 @@ def objective(config, gae: GAE, deferred: bool = True, num_particles: int = 1) -
 
 __all__ = [
     "BANDWIDTHS", "EM", "EMConfig", "ESTIMATORS", "ExemplarELBO", "ExemplarPrior", "GAE", "GAEConfig",
-    "MomentPenalty", "SharedBandwidth", "build", "objective",
+    "MomentPenalty", "SharedBandwidth", "build", "objective", "refuse_flows",
 ]

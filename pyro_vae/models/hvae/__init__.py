@@ -31,10 +31,16 @@ def build_gae2(config, data) -> HierarchicalGAE:
 
 
 def _refuse_guide_settings(config) -> None:
+    """The VAE's guide and prior settings, which the two-level models inherit in their
+    config but do not take."""
     g = config.guide
     if g.name != "diagonal_normal" or g.hidden is not None or g.activation is not None:
         raise ValueError("the two-level models build their own guide q(z2|x) q(z1|x, z2) with the [model]'s "
                          "hidden widths and activation: leave [guide] at its defaults")
+    if config.model.prior != "normal":
+        raise ValueError(f"[model] prior = {config.model.prior!r}: the two-level models' top prior is N(0, I) "
+                         "(\"hvae\") or the exemplar mixture (\"gae2\"), not a choice: leave prior = \"normal\", "
+                         "or use [model] name = \"vae\" for a MAF prior")
 
 
 def objective(config, hvae: HVAE, num_particles: int = 1) -> HierarchicalELBO:

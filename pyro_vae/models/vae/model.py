@@ -254,8 +254,10 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior means μ_φ(x), ``(batch, z_dim)``."""
-        return self.guide.encoder(x)[0]
+        """The posterior means μ_φ(x), ``(batch, z_dim)`` (a flow posterior's
+        ``guide.location(x)``: its flow applied to the base's mean)."""
+        location = getattr(self.guide, "location", None)
+        return location(x) if location is not None else self.guide.encoder(x)[0]
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
