@@ -408,7 +408,7 @@ class WGAN(Inference):
             opt.step()
         finally:
             self.critic.requires_grad_(True)
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def _clip_critic(self) -> None:
