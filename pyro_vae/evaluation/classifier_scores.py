@@ -45,8 +45,10 @@ from torch.nn import functional as F
 from pyro_vae import checkpoint
 
 #: How the classifier is trained; any change makes a new cache entry.
-RECIPE = {"version": 1, "architecture": "conv5x5-16-32-fc128", "epochs": 3, "batch_size": 128, "lr": 1e-3,
-          "seed": 0}
+#: The last ``decay_epochs`` run at ``lr * decay``; the training images are MNIST's 60000
+#: (the package's train and validation splits: the scores compare with the test images).
+RECIPE = {"version": 2, "architecture": "conv5x5-16-32-fc128", "epochs": 4, "batch_size": 128, "lr": 1e-3,
+          "decay": 0.1, "decay_epochs": 1, "seed": 0}
 FEATURES = 128
 
 
@@ -200,19 +202,22 @@ def file_sha256(path: Path) -> str:
 
 def train_classifier(data, recipe: dict = RECIPE, max_train: Optional[int] = None,
                      progress: Optional[Callable[[str], None]] = None) -> tuple[MNISTClassifier, float]:
-    """Train :class:`MNISTClassifier` on ``data.train`` (grey levels, labels) by ``recipe``;
-    returns it (in eval mode) and its accuracy on ``data.test``. ``max_train``: the first
-    rows only (a quick check; the cached classifier uses all)."""
+    """Train :class:`MNISTClassifier` on ``data.train`` and ``data.valid`` (grey levels,
+    labels) by ``recipe``; returns it (in eval mode) and its accuracy on ``data.test``.
+    ``max_train``: the first rows only (a quick check; the cached classifier uses all)."""
     if data.train_labels is None or data.test_labels is None:
         raise ValueError(f"data set {data.name!r} has no labels: the classifier is trained on labelled MNIST")
     gen = torch.Generator().manual_seed(recipe["seed"])
     with torch.random.fork_rng():
         torch.manual_seed(recipe["seed"])
         net = MNISTClassifier(tuple(data.event_shape))
-    x, y = data.train[:max_train], data.train_labels[:max_train]
+    x, y = torch.cat([data.train, data.valid])[:max_train], torch.cat([data.train_labels, data.valid_labels])[:max_train]
     opt = torch.optim.Adam(net.parameters(), lr=recipe["lr"])
     started = time.perf_counter()
     for epoch in range(recipe["epochs"]):
+        if epoch == recipe["epochs"] - recipe.get("decay_epochs", 0):
+            for group in opt.param_groups:
+                group["lr"] = recipe["lr"] * recipe["decay"]
         net.train()
         order = torch.randperm(len(x), generator=gen)
         for s in range(0, len(x), recipe["batch_size"]):
