@@ -17,6 +17,11 @@ its experiment is asked for.
   layers (the GAE paper's table).
 * ``gae-parzen`` -- :mod:`~pyro_vae.experiments.gae_parzen`: Parzen-window log-likelihood of
   the GAE on real-valued MNIST.
+* ``wgan-curves``, ``wgan-overfit`` -- :mod:`~pyro_vae.experiments.wgan_curves`,
+  :mod:`~pyro_vae.experiments.wgan_overfit`: the WGAN and WGAN-GP papers' loss curves.
+* ``pixelgan-clustering`` -- :mod:`~pyro_vae.experiments.pixelgan_clustering`: unsupervised
+  clustering of MNIST by a PixelGAN autoencoder with a categorical prior.
+* ``sample-quality`` -- :mod:`~pyro_vae.experiments.sample_quality`: the sample-quality table.
 
 From Python: ``run_experiment("aevb-fig2", max_minutes=30, out="results/fig2")`` runs
 the experiment with its command line's defaults and these options changed.
@@ -53,6 +58,16 @@ EXPERIMENTS: dict[str, Entry] = {
                      "test NLL of GAE and VAE at 1-4 hidden layers on binarized MNIST (the GAE paper's table)"),
     "gae-parzen": Entry("pyro_vae.experiments.gae_parzen",
                         "Parzen-window log-likelihood of the GAE on real-valued MNIST"),
+    "wgan-curves": Entry("pyro_vae.experiments.wgan_curves",
+                         "the critic's Wasserstein estimate against time, with sample grids (WGAN paper)"),
+    "wgan-overfit": Entry("pyro_vae.experiments.wgan_overfit",
+                          "critic losses on 1000 training vs validation images, with and without the penalty "
+                          "(WGAN-GP paper)"),
+    "pixelgan-clustering": Entry("pyro_vae.experiments.pixelgan_clustering",
+                                 "unsupervised MNIST clustering by a PixelGAN autoencoder (target <= 5.27% error)"),
+    "sample-quality": Entry("pyro_vae.experiments.sample_quality",
+                            "one table of classifier Fréchet distance, inception-like score, Parzen and "
+                            "log-likelihood for every model that samples"),
 }
 
 
