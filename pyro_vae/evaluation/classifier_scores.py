@@ -45,10 +45,13 @@ from torch.nn import functional as F
 from pyro_vae import checkpoint
 
 #: How the classifier is trained; any change makes a new cache entry.
+#: A quick check's recipe (smoke runs, fast tutorials): scores not comparable with the real one's.
+QUICK_RECIPE = None  # set below
 #: The last ``decay_epochs`` run at ``lr * decay``; the training images are MNIST's 60000
 #: (the package's train and validation splits: the scores compare with the test images).
 RECIPE = {"version": 2, "architecture": "conv5x5-16-32-fc128", "epochs": 4, "batch_size": 128, "lr": 1e-3,
           "decay": 0.1, "decay_epochs": 1, "seed": 0}
+QUICK_RECIPE = {**RECIPE, "version": "quick", "epochs": 1, "decay_epochs": 0, "max_train": 2000}
 FEATURES = 128
 
 
@@ -211,6 +214,7 @@ def train_classifier(data, recipe: dict = RECIPE, max_train: Optional[int] = Non
     with torch.random.fork_rng():
         torch.manual_seed(recipe["seed"])
         net = MNISTClassifier(tuple(data.event_shape))
+    max_train = max_train or recipe.get("max_train")  # a quick recipe trains on fewer images
     x, y = torch.cat([data.train, data.valid])[:max_train], torch.cat([data.train_labels, data.valid_labels])[:max_train]
     opt = torch.optim.Adam(net.parameters(), lr=recipe["lr"])
     started = time.perf_counter()
@@ -273,16 +277,16 @@ def load_classifier(data=None, directory: Optional[Union[str, Path]] = None, rec
 
 
 def mnist_scores(data=None, directory: Optional[Union[str, Path]] = None,
-                 progress: Optional[Callable[[str], None]] = print) -> ClassifierScores:
+                 progress: Optional[Callable[[str], None]] = print, recipe: dict = RECIPE) -> ClassifierScores:
     """:class:`ClassifierScores` against the MNIST test images with the cached classifier."""
     if data is None:
         from pyro_vae.data import load_dataset
 
         data = load_dataset("mnist")
-    net, record = load_classifier(data, directory, progress=progress)
+    net, record = load_classifier(data, directory, recipe, progress=progress)
     return ClassifierScores(net, data.test, record["sha256"][:16], record["accuracy"])
 
 
-__all__ = ["FEATURES", "RECIPE", "ClassifierScores", "MNISTClassifier", "SampleScores", "accuracy", "cache_dir",
+__all__ = ["FEATURES", "QUICK_RECIPE", "RECIPE", "ClassifierScores", "MNISTClassifier", "SampleScores", "accuracy", "cache_dir",
            "cache_key", "feature_statistics", "frechet_distance", "inception_score", "load_classifier",
            "mnist_scores", "train_classifier"]
