@@ -9,9 +9,10 @@ Adam 1e-4 β = (0, 0.9), λ = 10, n_critic = 5: one generator step is ``n_critic
 algorithm written directly in PyTorch: the very same decoder and critic modules'
 architectures (copies of their initial weights), the Adam the package builds (its fused
 kernel) with the same settings, so that the ratio is the package's own overhead, ``torch.randn``/``torch.rand`` noise. Both run on the same grey-level MNIST
-batches of 64; blocks of ``--steps`` generator steps alternate (reversed every other
-repeat) ``--repeats`` times after a warm-up block; medians of ms per generator step are
-printed with their ratio, package / reference. Target: <= 1.1.
+batches of 64, interleaved generator step by generator step (which goes first alternates),
+``--steps`` steps per repeat, ``--repeats`` times, after a few warm-up steps: on a shared
+machine the load then hits both alike. Medians of ms per generator step are printed per
+repeat and overall, with their ratio, package / reference. Target: <= 1.1.
 
     python benchmarks/wgan_step_time.py                         # ~1-2 minutes
     python benchmarks/wgan_step_time.py --steps 5 --repeats 1   # seconds (smoke test)
@@ -87,20 +88,23 @@ def main() -> None:
         for j in range(n_critic):
             inference.step(batches[k * n_critic + j], index, num)
 
-    def block(step) -> float:
+    def timed(step, k: int) -> float:
         started = time.perf_counter()
-        for k in range(args.steps):
-            step(k)
-        return (time.perf_counter() - started) / args.steps * 1000
+        step(k)
+        return (time.perf_counter() - started) * 1000
 
     print(common.machine(), "| load", common.load_average())
-    block(package_step), block(reference_step)  # warm-up
+    for k in range(min(3, args.steps)):  # warm-up
+        timed(package_step, k), timed(reference_step, k)
     pkg, ref = [], []
     for r in range(args.repeats):
-        order = [(package_step, pkg), (reference_step, ref)]
-        for step, times in (order if r % 2 == 0 else order[::-1]):
-            times.append(block(step))
-        print(f"repeat {r + 1}: package {pkg[-1]:.2f} ms, reference {ref[-1]:.2f} ms, ratio {pkg[-1] / ref[-1]:.3f}")
+        for k in range(args.steps):  # interleaved step by step (the order alternating): load drift hits both
+            first, second = (package_step, reference_step) if (k + r) % 2 == 0 else (reference_step, package_step)
+            a, b_ = timed(first, k), timed(second, k)
+            pkg.append(a if first is package_step else b_)
+            ref.append(b_ if first is package_step else a)
+        mp_r, mr_r = statistics.median(pkg[-args.steps:]), statistics.median(ref[-args.steps:])
+        print(f"repeat {r + 1}: package {mp_r:.2f} ms, reference {mr_r:.2f} ms, ratio {mp_r / mr_r:.3f}")
     mp, mr = statistics.median(pkg), statistics.median(ref)
     print(f"\n| generator step (n_critic = {n_critic}) | package ms | reference ms | ratio |\n|---|---|---|---|\n"
           f"| decoder {args.hidden}, critic {args.critic_hidden}, batch {b} | {mp:.2f} | {mr:.2f} | {mp / mr:.3f} |")
