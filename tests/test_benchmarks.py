@@ -91,7 +91,7 @@ def jobs(out: Path) -> dict[str, Job]:
                                        "32", "--no-progress")),
         "pixelgan-clustering": Job(experiment("pixelgan-clustering", "--out", str(out / "pixelgan"), "--epochs", "1",
                                               "--n-train", "200", "--n-label", "200", "--clusters", "10",
-                                              "--channels", "4", "--layers", "1", "--encoder-hidden", "32",
+                                              "--channels", "4", "--layers", "1", "--hidden", "32",
                                               "--per-cluster", "1", "--no-progress")),
         "sample-quality": Job(experiment("sample-quality", "--out", str(out / "sample-quality"), "--runs",
                                          f"gan={out / 'wgan-curves' / 'run'}", f"pixelgan={out / 'pixelgan' / 'run'}",

@@ -352,7 +352,7 @@ ALGORITHMS = {  # every gradient-based algorithm but svi (above), on 1 epoch of 
     # two roles (critic, generator), a generator step every n_critic-th step, noise of the global batch
     "wgan": ["inference.critic_hidden=[16]", "inference.n_critic=2"],
     "wgan_gp": ["inference.critic_hidden=[16]", "inference.n_critic=2"],
-    "adversarial_ae": ["model.name=pixelgan", "model.encoder_hidden=[16]", "model.channels=4", "model.layers=1",
+    "adversarial_ae": ["model.name=pixelgan", "model.hidden=[16]", "model.channels=4", "model.layers=1",
                        "inference.discriminator_hidden=[8]"],  # three roles a step
 }
 

@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="per call; the same command resumes")
     p.add_argument("--n-train", type=int, default=None, help="a fixed random subset of training images")
     p.add_argument("--n-label", type=int, default=10000, help="training images whose labels name the clusters")
-    p.add_argument("--encoder-hidden", type=int, nargs="+", default=[1000, 1000])
+    p.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--conditioning", choices=["global", "local"], default="global")
@@ -63,7 +63,7 @@ def make_config(args) -> Config:
         *([f"data.train_size={args.n_train}"] if args.n_train else []),
         *([f'data.data_dir="{args.data_dir}"'] if args.data_dir else []),
         "model.name=pixelgan", "model.prior=categorical", f"model.num_classes={args.clusters}",
-        f"model.encoder_hidden={list(args.encoder_hidden)}", f"model.channels={args.channels}",
+        f"model.hidden={list(args.hidden)}", f"model.channels={args.channels}",
         f"model.layers={args.layers}", f"model.conditioning={args.conditioning}",
         "inference.name=adversarial_ae", f"budget.epochs={args.epochs}", "budget.monitor=none",
         *([f"budget.max_minutes={args.max_minutes}"] if args.max_minutes else []),

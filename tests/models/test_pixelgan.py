@@ -12,8 +12,8 @@ from pyro_vae.data import DataError
 from pyro_vae.models.pixelgan import PixelGAN
 from pyro_vae.train import build, train
 
-SMALL = dict(encoder_hidden=(16,), channels=8, layers=2)
-FAST = ["model.name=pixelgan", "model.encoder_hidden=[32]", "model.channels=8", "model.layers=2",
+SMALL = dict(hidden=(16,), channels=8, layers=2)
+FAST = ["model.name=pixelgan", "model.hidden=[32]", "model.channels=8", "model.layers=2",
         "inference.name=adversarial_ae", "inference.discriminator_hidden=[16]", "eval.num_samples=0",
         "eval.plots=false"]
 

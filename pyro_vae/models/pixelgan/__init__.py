@@ -11,7 +11,7 @@ from pyro_vae.models.pixelgan.model import CAPABILITIES, PRIORS, PixelCNNBernoul
 def build(config, data) -> PixelGAN:
     """The PixelGAN autoencoder ``config`` declares, for data of ``data.event_shape``."""
     m = config.model
-    return PixelGAN(data.event_shape, m.prior, m.z_dim, m.num_classes, m.encoder_hidden, m.activation, m.network,
+    return PixelGAN(data.event_shape, m.prior, m.z_dim, m.num_classes, m.hidden, m.activation, m.network,
                     m.channels, m.layers, m.kernel, m.conditioning)
 
 

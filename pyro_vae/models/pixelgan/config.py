@@ -16,8 +16,8 @@ class PixelGANConfig:
     z_dim: int = 8
     #: Categorical prior: K >= 2 classes.
     num_classes: int = 10
-    #: The encoder: widths of its dense layers, activation, "mlp" or "conv".
-    encoder_hidden: list[int] = field(default_factory=lambda: [500, 500])
+    #: The encoder (the decoder is the PixelCNN): widths of its dense layers, activation, "mlp" or "conv".
+    hidden: list[int] = field(default_factory=lambda: [500, 500])
     activation: str = "relu"
     network: str = "mlp"
     #: The PixelCNN decoder: channels, gated layers, kernel, "global" or "local" conditioning.

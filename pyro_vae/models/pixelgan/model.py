@@ -76,12 +76,12 @@ class PixelGAN(nn.Module):
         prior: ``"gaussian"`` or ``"categorical"``.
         z_dim: the Gaussian code's size.
         num_classes: K >= 2, the categorical code's classes.
-        encoder_hidden, activation, network: the encoder (``"mlp"`` or ``"conv"``).
+        hidden, activation, network: the encoder (``"mlp"`` or ``"conv"``).
         channels, layers, kernel, conditioning: the PixelCNN (``"global"`` or ``"local"``).
     """
 
     def __init__(self, event_shape, prior: str = "gaussian", z_dim: int = 8, num_classes: int = 10,
-                 encoder_hidden: Sequence[int] = (500, 500), activation: str = "relu", network: str = "mlp",
+                 hidden: Sequence[int] = (500, 500), activation: str = "relu", network: str = "mlp",
                  channels: int = 32, layers: int = 5, kernel: int = 3, conditioning: str = "global"):
         super().__init__()
         if prior not in PRIORS:
@@ -92,7 +92,7 @@ class PixelGAN(nn.Module):
         self.prior_name = prior
         self.code_dim = z_dim if prior == "gaussian" else num_classes
         self.z_dim = self.code_dim
-        body, width = encoder_body(self.event_shape, encoder_hidden, activation, network)
+        body, width = encoder_body(self.event_shape, hidden, activation, network)
         head = nn.Linear(width, 2 * self.code_dim if prior == "gaussian" else self.code_dim)
         self.encoder = nn.Sequential(body, head)
         self.decoder = PixelCNN(self.event_shape, self.code_dim, channels, layers, kernel, conditioning)
