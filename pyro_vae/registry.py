@@ -22,6 +22,9 @@ from pyro_vae.data import check_likelihood
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference import (
     IWAE,
+    WGAN,
+    WGANConfig,
+    WGANGPConfig,
     MCEM,
     RWS,
     SVI,
@@ -36,7 +39,8 @@ from pyro_vae.inference import (
     WakeSleep,
     WakeSleepConfig,
 )
-from pyro_vae.models import flow, gae, hvae, vae, vlae
+from pyro_vae.inference.adversarial_ae import AdversarialAE, AdversarialAEConfig
+from pyro_vae.models import flow, gae, hvae, pixelgan, vae, vlae
 
 
 @dataclass(frozen=True)
@@ -64,17 +68,21 @@ def check_decoder_data(config, data) -> None:
         raise ConfigError(f"[data] transform = {config.data.transform} maps data for a density model, but "
                           f"[model] name = {config.model.name!r} models the data as they are: use transform = [] "
                           f"(or a flow: [model] name = \"nice\" or \"maf\")")
-    check_likelihood(data, config.model.likelihood)
+    if ALGORITHMS[config.inference.name].scores_likelihood:
+        check_likelihood(data, config.model.likelihood)
 
 
 @dataclass(frozen=True)
 class Algorithm:
     """An inference algorithm: ``build(config, module, family) -> Inference``; ``requires``
-    maps :class:`~pyro_vae.capabilities.Capabilities` fields to the values it needs."""
+    maps :class:`~pyro_vae.capabilities.Capabilities` fields to the values it needs;
+    ``scores_likelihood``: it scores data under the decoder's likelihood (so the data must
+    suit it; a GAN only generates, e.g. Bernoulli means for grey-level images)."""
 
     config: type
     build: Callable
     requires: dict = field(default_factory=dict)
+    scores_likelihood: bool = True
 
 
 LATENT_VARIABLE = Capabilities(has_guide=True)
@@ -97,6 +105,8 @@ FAMILIES: dict[str, Family] = {
                    vlae.VLAE, objective=vlae.objective),
     "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data),
     "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data),
+    "pixelgan": Family(pixelgan.PixelGANConfig, pixelgan.build, pixelgan.CAPABILITIES, pixelgan.PixelGAN,
+                       check_data=pixelgan.check_data),
 }
 
 
@@ -150,7 +160,28 @@ def _mle(config, module, family) -> MLE:
     return MLE(module, config.optim.name, config.optim.lr, eval_chunk=config.inference.eval_chunk)
 
 
+def _wgan(config, module, family) -> WGAN:
+    inf = config.inference
+    return WGAN(module, inf.critic, inf.critic_hidden, inf.n_critic, clip=inf.clip, optimizer=inf.optimizer,
+                lr=inf.lr, output=inf.output, temperature=inf.temperature, batch_size=config.data.batch_size,
+                seed=config.seed)
+
+
+def _wgan_gp(config, module, family) -> WGAN:
+    inf = config.inference
+    return WGAN(module, inf.critic, inf.critic_hidden, inf.n_critic, clip=None, gp_weight=inf.gp_weight,
+                optimizer=inf.optimizer, lr=inf.lr, betas=inf.betas, output=inf.output, temperature=inf.temperature,
+                batch_size=config.data.batch_size, seed=config.seed)
+
+
+def _adversarial_ae(config, module, family) -> AdversarialAE:
+    inf = config.inference
+    return AdversarialAE(module, inf.discriminator_hidden, inf.lr, inf.adversarial_lr, inf.betas,
+                         batch_size=config.data.batch_size, seed=config.seed)
+
+
 _SAMPLED = {"has_guide": True, "enumerated_latents": False}
+_GENERATOR = {"can_sample": True, "exact_log_prob": False}
 
 ALGORITHMS: dict[str, Algorithm] = {
     "svi": Algorithm(SVIConfig, _svi, {"has_guide": True}),
@@ -161,6 +192,9 @@ ALGORITHMS: dict[str, Algorithm] = {
     "vimco": Algorithm(VIMCOConfig, _vimco, _SAMPLED),
     "em": Algorithm(gae.EMConfig, _em, {"has_guide": True, "enumerated_latents": True}),
     "mle": Algorithm(MLEConfig, _mle, {"exact_log_prob": True}),
+    "wgan": Algorithm(WGANConfig, _wgan, _GENERATOR, scores_likelihood=False),
+    "wgan_gp": Algorithm(WGANGPConfig, _wgan_gp, _GENERATOR, scores_likelihood=False),
+    "adversarial_ae": Algorithm(AdversarialAEConfig, _adversarial_ae, {"exact_log_prob": False}),
 }
 
 
@@ -174,7 +208,9 @@ def check_compatible(capabilities: Capabilities, algorithm: str, what: str) -> N
                                           "which only \"svi\" and \"em\" sum out)",
            ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)",
            ("exact_log_prob", True): "an exact log-density (a normalizing flow); a latent-variable model "
-                                     "trains with \"svi\" and the others"}
+                                     "trains with \"svi\" and the others",
+           ("can_sample", True): "a model that can sample x given z, to be the generator",
+           ("exact_log_prob", False): "a latent z that generates x (a flow is trained by \"mle\")"}
     needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
     if capabilities.exact_log_prob and not capabilities.has_guide:
         needs += " (a normalizing flow has none: train it with [inference] name = \"mle\")"

@@ -209,7 +209,9 @@ def make_inference(module: nn.Module, name: str = "svi", **settings):
     if name not in ALGORITHMS:
         raise ConfigError(f"[inference] name = {name!r} is unknown: choose one of {sorted(ALGORITHMS)}")
     fields = {f.name for f in dataclasses.fields(ALGORITHMS[name].config)} - {"name"}
-    optim = {key: settings.pop(alias) for alias, key in (("optimizer", "name"), ("lr", "lr")) if alias in settings}
+    # an algorithm with its own optimizer settings (the GANs') keeps them in [inference]
+    optim = {key: settings.pop(alias) for alias, key in (("optimizer", "name"), ("lr", "lr"))
+             if alias in settings and alias not in fields}
     unknown = sorted(set(settings) - fields)
     if unknown:
         raise ConfigError(f"make_inference: unknown setting(s) {unknown} for {name!r}; known: "

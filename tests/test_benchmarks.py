@@ -92,6 +92,23 @@ def jobs(out: Path) -> dict[str, Job]:
         "iaf_guide.py": Job(script("iaf_guide.py", "--epochs", "1", "--n-train", "300", "--n-valid", "100",
                                    "--eval-points", "20", "--eval-samples", "10", "--hidden", "64",
                                    "--out", str(out / "iaf_guide"))),
+        "wgan-curves": Job(experiment("wgan-curves", "--out", str(out / "wgan-curves"), "--epochs", "1", "--n-train",
+                                      "200", "--hidden", "32", "--critic-hidden", "32", "--score-samples", "0",
+                                      "--no-progress")),
+        "wgan-overfit": Job(experiment("wgan-overfit", "--out", str(out / "wgan-overfit"), "--epochs", "2",
+                                       "--n-train", "200", "--n-valid", "100", "--hidden", "32", "--critic-hidden",
+                                       "32", "--no-progress")),
+        "pixelgan-clustering": Job(experiment("pixelgan-clustering", "--out", str(out / "pixelgan"), "--epochs", "1",
+                                              "--n-train", "200", "--n-label", "200", "--clusters", "10",
+                                              "--channels", "4", "--layers", "1", "--hidden", "32",
+                                              "--per-cluster", "1", "--no-progress")),
+        "sample-quality": Job(experiment("sample-quality", "--out", str(out / "sample-quality"), "--runs",
+                                         f"gan={out / 'wgan-curves' / 'run'}", f"pixelgan={out / 'pixelgan' / 'run'}",
+                                         "--num-samples", "100", "--eval-points", "100", "--quick-classifier",
+                                         "--cache-dir", str(out / "cache")), after="pixelgan-clustering"),
+        # python benchmarks/SCRIPT
+        "wgan_step_time.py": Job(script("wgan_step_time.py", "--steps", "2", "--repeats", "1", "--hidden", "32",
+                                        "--critic-hidden", "32")),
         "step_time.py": Job(script("step_time.py", "--steps", "2", "--repeats", "1", "--threads", "1",
                                    "--elbos", "meanfield")),
         "gae_step_time.py": Job(script("gae_step_time.py", "--layers", "1", "--steps", "2", "--warmup", "1",
@@ -272,6 +289,24 @@ def test_iaf_guide(smoke):
     rows = json.loads((out / "iaf_guide" / "summary.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["diagonal", "iaf", "maf-prior", "iaf+maf-prior"]
     assert "| iaf | " in done.out and all(r["gap"] > -1 for r in rows)  # log p >= ELBO up to the estimates' noise
+
+
+def test_the_adversarial_experiments(smoke):
+    out, done = result(smoke, "wgan-curves")
+    assert {"curve.png", "steps.csv", "summary.json"} <= {p.name for p in (out / "wgan-curves").iterdir()}
+    assert "epoch    1" in done.out
+    out, done = result(smoke, "wgan-overfit")
+    summary = json.loads((out / "wgan-overfit" / "summary.json").read_text())
+    assert set(summary) == {"wgan_gp", "wgan"} and (out / "wgan-overfit" / "overfit.png").exists()
+    out, done = result(smoke, "pixelgan-clustering")
+    assert "best test error" in done.out and (out / "pixelgan" / "clusters.png").exists()
+    out, done = result(smoke, "sample-quality")
+    assert "| MNIST training images (reference) |" in done.out and "| pixelgan (pixelgan, adversarial_ae) |" in done.out
+
+
+def test_wgan_step_time(smoke):
+    _, done = result(smoke, "wgan_step_time.py")
+    assert "| generator step (n_critic = 5) | package ms | reference ms | ratio |" in done.out
 
 
 def test_the_smoke_runs_are_quick(smoke):

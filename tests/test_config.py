@@ -77,9 +77,10 @@ def test_bad_overrides_are_refused():
      r"\['name', 'sleep_batch_size'\]"),
     ('[model]\nname = "gae"\nzdim = 3\n', r"unknown key\(s\) \['zdim'\] for name = 'gae' \('zdim' is unknown\)"),
     ('[inference]\nname = "hmc_em"\n',
-     r"\[inference\] name = 'hmc_em' is unknown: choose one of \['em', 'iwae', 'mcem', 'mle', 'rws', 'svi', 'vimco', "
-     r"'wake_sleep'\]"),
-    ('[model]\nname = "gan"\n', r"\[model\] name = 'gan' is unknown: choose one of \['gae', 'gae2', 'hvae', 'maf', 'nice', 'vae', 'vlae'\]"),
+     r"\[inference\] name = 'hmc_em' is unknown: choose one of \['adversarial_ae', 'em', 'iwae', 'mcem', 'mle', 'rws', "
+     r"'svi', 'vimco', 'wake_sleep', 'wgan', 'wgan_gp'\]"),
+    ('[model]\nname = "gan"\n', r"\[model\] name = 'gan' is unknown: choose one of \['gae', 'gae2', 'hvae', 'maf', 'nice', "
+     r"'pixelgan', 'vae', 'vlae'\]"),
 ])
 def test_keys_of_another_family_or_algorithm_are_refused_naming_it(tmp_path, text, message):
     assert_file_refused(tmp_path, text, message)

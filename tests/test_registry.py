@@ -96,7 +96,8 @@ def test_unknown_names_list_the_choices():
     with pytest.raises(ConfigError, match="'hmc_em' is unknown.*'mcem'.*'wake_sleep'"):
         make_inference(fresh_vae(), "hmc_em")
     # "em" (the GAE's EM) is an algorithm of the registry too.
-    assert set(ALGORITHMS) == {"svi", "wake_sleep", "rws", "mcem", "iwae", "vimco", "em", "mle"}
+    assert set(ALGORITHMS) == {"svi", "wake_sleep", "rws", "mcem", "iwae", "vimco", "em", "mle", "wgan", "wgan_gp",
+                               "adversarial_ae"}
 
 
 class EnumeratedVAE(torch.nn.Module):

@@ -23,6 +23,11 @@ its experiment is asked for.
   models on binarized MNIST (issue 21).
 * ``flow-mnist`` -- :mod:`~pyro_vae.experiments.flow_mnist`: NICE and the MAF family on MNIST
   by exact likelihood, next to the papers' figures (resumable runs).
+* ``wgan-curves``, ``wgan-overfit`` -- :mod:`~pyro_vae.experiments.wgan_curves`,
+  :mod:`~pyro_vae.experiments.wgan_overfit`: the WGAN and WGAN-GP papers' loss curves.
+* ``pixelgan-clustering`` -- :mod:`~pyro_vae.experiments.pixelgan_clustering`: unsupervised
+  clustering of MNIST by a PixelGAN autoencoder with a categorical prior.
+* ``sample-quality`` -- :mod:`~pyro_vae.experiments.sample_quality`: the sample-quality table.
 
 From Python: ``run_experiment("aevb-fig2", max_minutes=30, out="results/fig2")`` runs
 the experiment with its command line's defaults and these options changed.
@@ -65,6 +70,16 @@ EXPERIMENTS: dict[str, Entry] = {
                       "test NLL of VAE, two-level VAE, GAE, two-level GAE, VLAE on binarized MNIST (k = 5000)"),
     "flow-mnist": Entry("pyro_vae.experiments.flow_mnist",
                         "NICE and MADE / MADE MoG / MAF(5) / MAF(10) / MAF MoG(5) on MNIST by exact likelihood"),
+    "wgan-curves": Entry("pyro_vae.experiments.wgan_curves",
+                         "the critic's Wasserstein estimate against time, with sample grids (WGAN paper)"),
+    "wgan-overfit": Entry("pyro_vae.experiments.wgan_overfit",
+                          "critic losses on 1000 training vs validation images, with and without the penalty "
+                          "(WGAN-GP paper)"),
+    "pixelgan-clustering": Entry("pyro_vae.experiments.pixelgan_clustering",
+                                 "unsupervised MNIST clustering by a PixelGAN autoencoder (target <= 5.27% error)"),
+    "sample-quality": Entry("pyro_vae.experiments.sample_quality",
+                            "one table of classifier Fréchet distance, inception-like score, Parzen and "
+                            "log-likelihood for every model that samples"),
 }
 
 

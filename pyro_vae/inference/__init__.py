@@ -12,6 +12,8 @@
   ``"vimco"`` -- the same bound with VIMCO gradients for discrete guide sites;
   :mod:`pyro_vae.inference.importance`.
 * ``"em"`` -- EM for the GAE's enumerated data index; :mod:`pyro_vae.models.gae.em`.
+* ``"wgan"``, ``"wgan_gp"`` -- Wasserstein GANs (weight clipping, gradient penalty) with the
+  model's story as the generator and a critic of its own; :mod:`pyro_vae.inference.adversarial`.
 * ``"mle"`` -- exact maximum likelihood for a model with an exact log-density (a
   normalizing flow); :mod:`pyro_vae.inference.mle`.
 
@@ -20,6 +22,7 @@ they need is :data:`pyro_vae.registry.ALGORITHMS`; :func:`pyro_vae.train.make_in
 builds one from keywords.
 """
 
+from pyro_vae.inference.adversarial import WGAN, WGANConfig, WGANGPConfig
 from pyro_vae.inference.base import Inference, Objective, PyroELBO
 from pyro_vae.inference.importance import IWAE, VIMCO, IWAEConfig, VIMCOConfig
 from pyro_vae.inference.mcem import MCEM, MCEMConfig
@@ -30,6 +33,6 @@ from pyro_vae.inference.wake_sleep import RWS, MinibatchRWS, RWSConfig, WakeSlee
 
 __all__ = [
     "ELBOS", "IWAE", "IWAEConfig", "MCEM", "MCEMConfig", "MLE", "MLEConfig", "OPTIMIZERS", "RWS", "RWSConfig", "SVI",
-    "SVIConfig", "VIMCO", "VIMCOConfig", "Inference", "MinibatchRWS", "Objective", "PyroELBO", "RoleOptimizers", "WakeSleep",
+    "SVIConfig", "VIMCO", "VIMCOConfig", "WGAN", "WGANConfig", "WGANGPConfig", "Inference", "MinibatchRWS", "Objective", "PyroELBO", "RoleOptimizers", "WakeSleep",
     "WakeSleepConfig", "make_elbo", "make_optimizer",
 ]

@@ -13,11 +13,12 @@ from typing import Iterable, Mapping
 
 import torch
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
+OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """The ``torch.optim`` optimizer called ``name`` over ``params``.
+def make_optimizer(name: str, params, lr: float, **options) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer called ``name`` over ``params`` (``options``: its
+    other settings, e.g. Adam's ``betas``).
 
     Adam uses its fused kernel where every parameter allows it (floating point, on a
     device with the kernel), else the default implementation; the two differ only by
@@ -28,10 +29,10 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     params = list(params)
     if name == "adam" and _fused_ok(params):
         try:
-            return torch.optim.Adam(params, lr=lr, fused=True)
+            return torch.optim.Adam(params, lr=lr, fused=True, **options)
         except (RuntimeError, ValueError):
             pass
-    return OPTIMIZERS[name](params, lr=lr)
+    return OPTIMIZERS[name](params, lr=lr, **options)
 
 
 def check_optimizer(name: str, lr: float) -> None:
@@ -51,14 +52,15 @@ def _fused_ok(params: list) -> bool:
 
 
 class RoleOptimizers:
-    """One optimizer per parameter role, all of kind ``name`` with learning rate ``lr``.
+    """One optimizer per parameter role, all of kind ``name`` with learning rate ``lr``
+    (and ``options``, e.g. Adam's ``betas``).
 
     ``optimizers["model"]`` is the model role's optimizer; :meth:`state_dict` is keyed
     by role.
     """
 
-    def __init__(self, name: str, lr: float, roles: Mapping[str, Iterable[torch.nn.Parameter]]):
-        self.roles = {role: make_optimizer(name, params, lr) for role, params in roles.items()}
+    def __init__(self, name: str, lr: float, roles: Mapping[str, Iterable[torch.nn.Parameter]], **options):
+        self.roles = {role: make_optimizer(name, params, lr, **options) for role, params in roles.items()}
 
     def __getitem__(self, role: str) -> torch.optim.Optimizer:
         return self.roles[role]

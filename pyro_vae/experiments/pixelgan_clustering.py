@@ -1,0 +1,129 @@
+"""Unsupervised clustering of MNIST by a PixelGAN autoencoder with a categorical prior
+(Makhzani & Frey 2017, "PixelGAN Autoencoders", section 3: the style/content split;
+published: 5.27% test error). Target: <= 5.27%.
+
+``[model] name = "pixelgan"`` with ``prior = "categorical"`` of ``--clusters`` classes
+(the code is the content, the PixelCNN the style), trained by ``[inference] name =
+"adversarial_ae"`` on the 50000 MNIST training images binarized anew at every batch.
+At every epoch's end (every checkpoint) each cluster (the argmax of the encoder's class
+probabilities) takes the majority label of the training images it holds (``--n-label``
+of them, a fixed subset; the labels are used for nothing else), and the error is that
+of those cluster labels on the 10000 test images. The figures are kept in the run's
+checkpoint, so the same command carries a long run on where it stopped
+(``--max-minutes`` per call).
+
+    pyro-vae experiment pixelgan-clustering --max-minutes 60 --epochs 500   # call again to go on
+    pyro-vae experiment pixelgan-clustering --epochs 1 --n-train 500 --channels 8 --layers 1 \\
+        --per-cluster 0                                                    # seconds
+
+Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
+(epoch, minutes, test error, test log p(x|z)), ``summary.json`` (the best error and the
+trend) and ``clusters.png`` (``--per-cluster`` samples of every cluster, one row each).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from pyro_vae import plots
+from pyro_vae.config import Config
+from pyro_vae.experiments.common import set_threads, write_csv, write_json
+from pyro_vae.experiments.wgan_curves import StepRecorder
+from pyro_vae.train import train
+
+NAME = "pixelgan-clustering"
+PUBLISHED = 5.27  # % test error, Makhzani & Frey (2017)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("results/pixelgan_clustering"))
+    p.add_argument("--clusters", type=int, default=30, help="K, the categorical prior's classes")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--max-minutes", type=float, default=None, help="per call; the same command resumes")
+    p.add_argument("--n-train", type=int, default=None, help="a fixed random subset of training images")
+    p.add_argument("--n-label", type=int, default=10000, help="training images whose labels name the clusters")
+    p.add_argument("--hidden", type=int, nargs="+", default=[1000, 1000])
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--conditioning", choices=["global", "local"], default="global")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--per-cluster", type=int, default=4, help="samples drawn per cluster for clusters.png (0: none)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def make_config(args) -> Config:
+    return Config().with_overrides([
+        f"seed={args.seed}", "data.name=mnist", "data.binarize=dynamic", f"data.batch_size={args.batch_size}",
+        *([f"data.train_size={args.n_train}"] if args.n_train else []),
+        *([f'data.data_dir="{args.data_dir}"'] if args.data_dir else []),
+        "model.name=pixelgan", "model.prior=categorical", f"model.num_classes={args.clusters}",
+        f"model.hidden={list(args.hidden)}", f"model.channels={args.channels}",
+        f"model.layers={args.layers}", f"model.conditioning={args.conditioning}",
+        "inference.name=adversarial_ae", f"budget.epochs={args.epochs}", "budget.monitor=none",
+        *([f"budget.max_minutes={args.max_minutes}"] if args.max_minutes else []),
+        "eval.num_samples=0", "eval.plots=false"])
+
+
+@torch.no_grad()
+def cluster_error(module, x_label: torch.Tensor, y_label: torch.Tensor, x_test: torch.Tensor,
+                  y_test: torch.Tensor, chunk: int = 1000) -> tuple[float, int]:
+    """The test error (%) when every cluster takes the majority label of its images among
+    ``x_label``; and the number of clusters used. A cluster no labelled image falls in
+    predicts the most common label."""
+    def clusters(x):
+        return torch.cat([module.cluster(x[s:s + chunk]) for s in range(0, len(x), chunk)])
+
+    k, c_label = module.code_dim, clusters(x_label)
+    counts = torch.zeros(k, 10, dtype=torch.long, device=c_label.device)
+    counts.index_put_((c_label, y_label.to(c_label.device)), torch.ones_like(c_label), accumulate=True)
+    names = counts.argmax(-1)
+    names[counts.sum(-1) == 0] = int(torch.bincount(y_label, minlength=10).argmax())
+    predicted = names[clusters(x_test)]
+    error = float((predicted.cpu() != y_test.cpu()).double().mean()) * 100
+    return error, int((counts.sum(-1) > 0).sum())
+
+
+def run(args) -> dict:
+    set_threads(args.threads)
+    out = Path(args.out)
+    config = make_config(args)
+
+    def at_checkpoint(loop, row) -> dict:
+        data = loop.data
+        # a fixed binarization of the labelled training images (the loader's are drawn per batch)
+        gen = torch.Generator(device=data.train.device).manual_seed(7)
+        x_label = data.train[:args.n_label]
+        x_label = torch.bernoulli(x_label, generator=gen)
+        error, used = cluster_error(loop.module, x_label, data.train_labels[:args.n_label], data.test,
+                                    data.test_labels)
+        return {"test_error": error, "clusters_used": used, "valid_log_px_given_z": row.get("valid_log_px_given_z")}
+
+    recorder = StepRecorder(("log_px_given_z",), at_checkpoint, every=100)
+    exp, _ = train(config, out / "run", progress=not args.no_progress, callbacks=[recorder])
+    trend = [{"epoch": e["epoch"], "minutes": e["seconds"] / 60, "test_error": e["test_error"],
+              "clusters_used": e["clusters_used"], "valid_log_px_given_z": e["valid_log_px_given_z"]}
+             for e in recorder.epochs]
+    write_csv(trend, out / "trend.csv")
+    best = min(trend, key=lambda r: r["test_error"])
+    summary = {"clusters": args.clusters, "published_error": PUBLISHED, "best": best, "last": trend[-1],
+               "epochs": len(trend), "minutes": recorder.seconds / 60}
+    write_json(summary, out / "summary.json")
+    for r in trend:
+        print(f"epoch {r['epoch']:4d}  {r['minutes']:7.2f} min  test error {r['test_error']:6.2f}%  "
+              f"clusters used {r['clusters_used']:3d}  valid log p(x|z) {r['valid_log_px_given_z']:.2f}")
+    print(f"best test error {best['test_error']:.2f}% at epoch {best['epoch']} (published {PUBLISHED}%)")
+    if args.per_cluster:
+        classes = torch.arange(args.clusters).repeat_interleave(args.per_cluster)
+        images = exp.module.sample(len(classes), classes=classes, generator=torch.Generator().manual_seed(0))
+        plots.image_grid(images.cpu().flatten(1), exp.data.image_shape, out / "clusters.png",
+                         nrow=args.per_cluster, title="samples per cluster (one row each)")
+    return summary
+
+
+__all__ = ["NAME", "PUBLISHED", "add_arguments", "cluster_error", "make_config", "run"]
