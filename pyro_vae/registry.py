@@ -81,7 +81,7 @@ LATENT_VARIABLE = Capabilities(has_guide=True)
 
 FAMILIES: dict[str, Family] = {
     "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective),
-    "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True,
+    "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True, collapsible=True,
                                                          latent_sites=("y", "z")),
                   gae.GAE, objective=gae.objective, exclusive=True),
     "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data),
@@ -103,28 +103,43 @@ def _svi(config, module: nn.Module, family: Optional[Family]) -> SVI:
     return SVI(module, elbo, inf.num_particles, opt.name, opt.lr, inf.kl_weight, inf.warmup_epochs)
 
 
+def _summing_out(config, module, family: Optional[Family]):
+    """For an algorithm that samples every latent: the family's objective, which sums the
+    model's enumerated latents out of each training step (its estimator, penalty and
+    cache), or None for a model without them (nothing to sum out)."""
+    if not capabilities_of(module).enumerated_latents:
+        return None
+    if family is None or family.objective is None or not family.capabilities.collapsible:
+        return None  # refused by the algorithm, naming what is missing
+    return family.objective(config, module)
+
+
 def _wake_sleep(config, module, family) -> WakeSleep:
-    return WakeSleep(module, config.optim.name, config.optim.lr, sleep_batch_size=config.inference.sleep_batch_size)
+    return WakeSleep(module, config.optim.name, config.optim.lr, sleep_batch_size=config.inference.sleep_batch_size,
+                     objective=_summing_out(config, module, family))
 
 
 def _rws(config, module, family) -> RWS:
     inf, opt = config.inference, config.optim
-    return RWS(module, inf.num_particles, inf.insomnia, opt.name, opt.lr)
+    return RWS(module, inf.num_particles, inf.insomnia, opt.name, opt.lr, objective=_summing_out(config, module, family))
 
 
 def _mcem(config, module, family) -> MCEM:
     inf, opt = config.inference, config.optim
     return MCEM(module, opt.name, opt.lr, hmc_steps=inf.hmc_steps, leapfrog_steps=inf.hmc_leapfrog_steps,
                 step_size=inf.hmc_step_size, target_accept=inf.target_accept, num_chains=inf.num_chains,
-                m_steps=inf.m_steps, fit_guide=inf.fit_guide, backend=inf.hmc_backend)
+                m_steps=inf.m_steps, fit_guide=inf.fit_guide, backend=inf.hmc_backend,
+                objective=_summing_out(config, module, family))
 
 
 def _iwae(config, module, family) -> IWAE:
-    return IWAE(module, config.inference.num_particles, config.optim.name, config.optim.lr)
+    return IWAE(module, config.inference.num_particles, config.optim.name, config.optim.lr,
+                objective=_summing_out(config, module, family))
 
 
 def _vimco(config, module, family) -> VIMCO:
-    return VIMCO(module, config.inference.num_particles, config.optim.name, config.optim.lr)
+    return VIMCO(module, config.inference.num_particles, config.optim.name, config.optim.lr,
+                 objective=_summing_out(config, module, family))
 
 
 def _em(config, module, family) -> gae.EM:
@@ -139,7 +154,9 @@ def _mle(config, module, family) -> MLE:
     return MLE(module, config.optim.name, config.optim.lr, eval_chunk=config.inference.eval_chunk)
 
 
-_SAMPLED = {"has_guide": True, "enumerated_latents": False}
+#: Every latent sampled (importance weights, wake phases, HMC): a model with enumerated
+#: latents qualifies when its family sums them out (Capabilities.collapsible).
+_SAMPLED = {"has_guide": True, "sampled_story": True}
 
 ALGORITHMS: dict[str, Algorithm] = {
     "svi": Algorithm(SVIConfig, _svi, {"has_guide": True}),
@@ -159,8 +176,8 @@ def check_compatible(capabilities: Capabilities, algorithm: str, what: str) -> N
     if not missing:
         return
     why = {("has_guide", True): "a guide to propose latents",
-           ("enumerated_latents", False): "every latent sampled (no enumerated discrete latents, "
-                                          "which only \"svi\" and \"em\" sum out)",
+           ("sampled_story", True): "every latent sampled (enumerated discrete latents only where the family "
+                                    "sums them out of its story: Capabilities(collapsible=True))",
            ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)",
            ("exact_log_prob", True): "an exact log-density (a normalizing flow); a latent-variable model "
                                      "trains with \"svi\" and the others"}
