@@ -172,19 +172,28 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 def check_compatible(capabilities: Capabilities, algorithm: str, what: str) -> None:
     """A :class:`ConfigError` when ``algorithm`` needs capabilities ``what`` lacks."""
+    needs = missing_capabilities(capabilities, algorithm)
+    if needs is not None:
+        raise ConfigError(f"[inference] name = {algorithm!r} cannot train {what}: it needs {needs}")
+
+
+def missing_capabilities(capabilities: Capabilities, algorithm: str, hint: bool = True) -> Optional[str]:
+    """What ``algorithm`` needs that ``capabilities`` lack, in words (None: nothing);
+    ``hint``: with the algorithm to use instead, where there is one."""
     missing = {k: v for k, v in ALGORITHMS[algorithm].requires.items() if getattr(capabilities, k) != v}
     if not missing:
-        return
+        return None
     why = {("has_guide", True): "a guide to propose latents",
            ("sampled_story", True): "every latent sampled (enumerated discrete latents only where the family "
                                     "sums them out of its story: Capabilities(collapsible=True))",
            ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)",
-           ("exact_log_prob", True): "an exact log-density (a normalizing flow); a latent-variable model "
-                                     "trains with \"svi\" and the others"}
+           ("exact_log_prob", True): "an exact log-density (a normalizing flow)"}
     needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
-    if capabilities.exact_log_prob and not capabilities.has_guide:
+    if hint and ("exact_log_prob", True) in missing.items():
+        needs += "; a latent-variable model trains with \"svi\" and the others"
+    if hint and capabilities.exact_log_prob and not capabilities.has_guide:
         needs += " (a normalizing flow has none: train it with [inference] name = \"mle\")"
-    raise ConfigError(f"[inference] name = {algorithm!r} cannot train {what}: it needs {needs}")
+    return needs
 
 
 def build_model(config, data) -> nn.Module:
@@ -231,4 +240,4 @@ def family_of(module: nn.Module) -> Optional[Family]:
 
 
 __all__ = ["ALGORITHMS", "FAMILIES", "Algorithm", "Family", "build_inference", "build_model", "check_compatible",
-           "check_decoder_data", "check_data", "family_of"]
+           "check_decoder_data", "check_data", "family_of", "missing_capabilities"]
