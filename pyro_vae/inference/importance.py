@@ -28,6 +28,13 @@ gradient with respect to φ.
   ``log w_j`` (the geometric-mean leave-one-out baseline). Reparameterized sites keep
   their pathwise gradient, so on a continuous model VIMCO is IWAE.
 
+A model with enumerated latents that its family sums out (the GAE, ``objective``: its
+:class:`~pyro_vae.inference.base.Collapsing` training objective) is trained on its collapsed
+story: the weights use the family's estimate of the prior with y summed out, one pool for
+all K particles. The GAE's knn estimate is an unbiased *density*, drawn independently of the
+particles, so ``E[(1/K) Σ_k w_k] = p(x)`` still and the bound stays a lower bound in
+expectation (the pseudo-marginal argument); the family's penalty is added to the loss.
+
 Both report ``"iwae"`` (the K-sample bound per point) and ``"elbo"`` (the mean of the
 same ``log w_k``: a K-sample ELBO estimate, no extra model runs).
 """

@@ -25,8 +25,15 @@ and ``accept_prob``/``diverging``/``lp``/``step_size`` statistics), and
 :meth:`MCEM.sample_posterior` runs longer multi-chain HMC at the current θ, with
 warm-up, for R-hat and ESS (:func:`~pyro_vae.inference.hmc.summarize_chains`).
 
-MCEM needs continuous per-point latents: a model with discrete or enumerated latents is
-refused with a :class:`~pyro_vae.config.ConfigError`.
+MCEM needs continuous per-point latents: a model with discrete latents is refused with a
+:class:`~pyro_vae.config.ConfigError`. A model whose enumerated latents its family sums out
+(the GAE's data index, ``objective``: its :class:`~pyro_vae.inference.base.Collapsing`
+training objective) is trained on its collapsed story: the E-step's potential is one fixed
+function of z per step (``fixed()``: the exact leave-one-out mixture over the cache frozen
+at the step's start, computed once without gradients; a potential re-estimated between
+leapfrog steps would break detailed balance), the M-step ascends the estimator's
+``log p(x|z) + log P̂(z)`` with the family's penalty, and the prior's parameters (the GAE's
+encoder) are model parameters the M-step trains (see ``docs/inference_matrix.md``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,16 @@ unsupervised neural networks"; the baseline of Kingma & Welling 2014, figure 2) 
 
 θ and φ are found generically (:func:`~pyro_vae.inference.traces.split_parameters`):
 the parameters registered while running ``module.model`` and ``module.guide``. Each
-phase has its own optimizer over its own parameters, so neither touches the other's.
+phase has its own optimizer over its own parameters. Parameters both register (a prior
+made of the guide's encodings: the GAE's) are the guide's role: its optimizer steps once
+per minibatch with the sum of their wake gradient (as the prior's parameters) and their
+sleep gradient (as the guide's).
+
+A model with enumerated latents that its family sums out (the GAE's data index) is trained
+on its collapsed story (``objective``, :class:`~pyro_vae.inference.base.Collapsing`): the
+wake phases score ``log p(x|z) + log P̂(z)`` under the family's estimator (an unbiased
+density estimate gives a lower bound of ``log p(x, z)`` in expectation), and dreams draw
+y, then z, then x, as the model generates.
 
 **Reweighted wake-sleep** (Bornschein & Bengio 2015; Le et al. 2019) uses ``K > 1``
 guide particles per point: wake-θ ascends the IWAE bound ``log (1/K) Σ_k w_k`` with the

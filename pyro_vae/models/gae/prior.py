@@ -25,7 +25,10 @@ Three scoped views of the same story (context managers, nothing persists after t
   importance sampler and the ELBO evaluator score held-out data;
 * :func:`using_pool`: training calls enumerate the components an estimator chose
   (:mod:`pyro_vae.models.gae.estimators`) instead of all ``n``; the training objective
-  and the EM E-step use it.
+  and the EM E-step use it;
+* :func:`summing_out`: training calls emit no ``y`` and draw ``z`` from the estimator's
+  pool mixture (``y`` summed out, differentiable): how IWAE, VIMCO, RWS, wake-sleep and
+  MCEM train the story (:mod:`pyro_vae.models.gae.collapsed`).
 """
 
 from __future__ import annotations
