@@ -23,7 +23,13 @@ class Capabilities:
             sampled likelihoods, reconstructions and latent plots apply).
         exact_log_prob: the model scores log p(x) in closed form (a normalizing flow).
         enumerated_latents: the model marks discrete latents for enumeration
-            (``TraceEnum_ELBO`` sums them out; algorithms that sample every latent refuse it).
+            (``TraceEnum_ELBO`` sums them out; algorithms that sample every latent need
+            them summed out of the story first: ``collapsible``).
+        collapsible: the enumerated latents can be summed out of the story, leaving every
+            latent sampled with an exact log-density (``module.collapsed()`` on held-out
+            data; in training the family's objective supplies the same story under its
+            scalable estimator, ``objective.collapsed(x, index, num_data)``, see
+            :mod:`pyro_vae.inference.base`). The GAE: ``y`` summed out, ``z`` from the mixture.
         can_sample: ``model(None, num_data=n)`` generates n points.
         latent_sites: the names of the per-point latent sample sites, in order.
         latent_layers: for a model with several continuous latent layers (a hierarchy),
@@ -35,10 +41,17 @@ class Capabilities:
     has_guide: bool = True
     exact_log_prob: bool = False
     enumerated_latents: bool = False
+    collapsible: bool = False
     can_sample: bool = True
     latent_sites: tuple[str, ...] = ("z",)
     latent_layers: tuple[str, ...] = ()
     event_shape: Optional[tuple[int, ...]] = None
+
+    @property
+    def sampled_story(self) -> bool:
+        """Every latent sampled, as the importance-weighted, wake-sleep and MCMC algorithms
+        need: no enumerated latents, or enumerated ones the family sums out."""
+        return not self.enumerated_latents or self.collapsible
 
     def with_event_shape(self, event_shape) -> "Capabilities":
         return dataclasses.replace(self, event_shape=tuple(int(s) for s in event_shape))

@@ -139,13 +139,16 @@ class LatentSpace:
             tr = poutine.trace(self.model).get_trace(x)
         return self.unconstrain({s.name: tr.nodes[s.name]["value"] for s in self.sites})
 
-    def log_joint(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``(rows,)`` log p_θ(x_i, z_i) + log|det J| at ``u (rows, dim)``, with x's rows."""
+    def log_joint(self, x: torch.Tensor, u: torch.Tensor, index: Optional[torch.Tensor] = None,
+                  num_data: Optional[int] = None) -> torch.Tensor:
+        """``(rows,)`` log p_θ(x_i, z_i) + log|det J| at ``u (rows, dim)``, with x's rows
+        (``index``: their positions in a training set of ``num_data`` points, for a model
+        whose prior depends on them, e.g. the GAE's leave-one-out mixture)."""
         values, log_det = self.constrain(u)
         # Trajectories that overshoot reach values outside a support (z = exp(u) = 0) or
         # NaN; their proposals are rejected, so their densities need no validation.
         with poutine.block(), pyro.validation_enabled(False):
-            tr = poutine.trace(poutine.condition(self.model, data=values)).get_trace(x)
+            tr = poutine.trace(poutine.condition(self.model, data=values)).get_trace(x, index, num_data)
             tr = prune_subsample_sites(tr)
             tr.compute_log_prob()
         shape, dim = (1, len(x)), -(self._nesting + 1)
@@ -155,8 +158,9 @@ class LatentSpace:
                 total = total + per_point_log_prob(site, dim, shape)[0]
         return total
 
-    def log_prob_fn(self, x: torch.Tensor) -> LogProbFn:
-        return lambda u: self.log_joint(x, u)
+    def log_prob_fn(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
+                    num_data: Optional[int] = None) -> LogProbFn:
+        return lambda u: self.log_joint(x, u, index, num_data)
 
     def values_numpy(self, u: torch.Tensor) -> dict[str, np.ndarray]:
         """``u (..., dim)`` -> ``{name: array (..., *event)}`` (constrained values)."""

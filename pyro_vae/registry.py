@@ -89,7 +89,7 @@ LATENT_VARIABLE = Capabilities(has_guide=True)
 
 FAMILIES: dict[str, Family] = {
     "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective),
-    "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True,
+    "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True, collapsible=True,
                                                          latent_sites=("y", "z")),
                   gae.GAE, objective=gae.objective, exclusive=True),
     # Hierarchies (issue 21): several latent layers, top first in latent_layers.
@@ -124,28 +124,43 @@ def _svi(config, module: nn.Module, family: Optional[Family]) -> SVI:
     return SVI(module, elbo, inf.num_particles, opt.name, opt.lr, inf.kl_weight, inf.warmup_epochs)
 
 
+def _summing_out(config, module, family: Optional[Family]):
+    """For an algorithm that samples every latent: the family's objective, which sums the
+    model's enumerated latents out of each training step (its estimator, penalty and
+    cache), or None for a model without them (nothing to sum out)."""
+    if not capabilities_of(module).enumerated_latents:
+        return None
+    if family is None or family.objective is None or not family.capabilities.collapsible:
+        return None  # refused by the algorithm, naming what is missing
+    return family.objective(config, module)
+
+
 def _wake_sleep(config, module, family) -> WakeSleep:
-    return WakeSleep(module, config.optim.name, config.optim.lr, sleep_batch_size=config.inference.sleep_batch_size)
+    return WakeSleep(module, config.optim.name, config.optim.lr, sleep_batch_size=config.inference.sleep_batch_size,
+                     objective=_summing_out(config, module, family))
 
 
 def _rws(config, module, family) -> RWS:
     inf, opt = config.inference, config.optim
-    return RWS(module, inf.num_particles, inf.insomnia, opt.name, opt.lr)
+    return RWS(module, inf.num_particles, inf.insomnia, opt.name, opt.lr, objective=_summing_out(config, module, family))
 
 
 def _mcem(config, module, family) -> MCEM:
     inf, opt = config.inference, config.optim
     return MCEM(module, opt.name, opt.lr, hmc_steps=inf.hmc_steps, leapfrog_steps=inf.hmc_leapfrog_steps,
                 step_size=inf.hmc_step_size, target_accept=inf.target_accept, num_chains=inf.num_chains,
-                m_steps=inf.m_steps, fit_guide=inf.fit_guide, backend=inf.hmc_backend)
+                m_steps=inf.m_steps, fit_guide=inf.fit_guide, backend=inf.hmc_backend,
+                objective=_summing_out(config, module, family))
 
 
 def _iwae(config, module, family) -> IWAE:
-    return IWAE(module, config.inference.num_particles, config.optim.name, config.optim.lr)
+    return IWAE(module, config.inference.num_particles, config.optim.name, config.optim.lr,
+                objective=_summing_out(config, module, family))
 
 
 def _vimco(config, module, family) -> VIMCO:
-    return VIMCO(module, config.inference.num_particles, config.optim.name, config.optim.lr)
+    return VIMCO(module, config.inference.num_particles, config.optim.name, config.optim.lr,
+                 objective=_summing_out(config, module, family))
 
 
 def _em(config, module, family) -> gae.EM:
@@ -180,7 +195,9 @@ def _adversarial_ae(config, module, family) -> AdversarialAE:
                          batch_size=config.data.batch_size, seed=config.seed)
 
 
-_SAMPLED = {"has_guide": True, "enumerated_latents": False}
+#: Every latent sampled (importance weights, wake phases, HMC): a model with enumerated
+#: latents qualifies when its family sums them out (Capabilities.collapsible).
+_SAMPLED = {"has_guide": True, "sampled_story": True}
 _GENERATOR = {"can_sample": True, "exact_log_prob": False}
 
 ALGORITHMS: dict[str, Algorithm] = {
@@ -200,21 +217,30 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 def check_compatible(capabilities: Capabilities, algorithm: str, what: str) -> None:
     """A :class:`ConfigError` when ``algorithm`` needs capabilities ``what`` lacks."""
+    needs = missing_capabilities(capabilities, algorithm)
+    if needs is not None:
+        raise ConfigError(f"[inference] name = {algorithm!r} cannot train {what}: it needs {needs}")
+
+
+def missing_capabilities(capabilities: Capabilities, algorithm: str, hint: bool = True) -> Optional[str]:
+    """What ``algorithm`` needs that ``capabilities`` lack, in words (None: nothing);
+    ``hint``: with the algorithm to use instead, where there is one."""
     missing = {k: v for k, v in ALGORITHMS[algorithm].requires.items() if getattr(capabilities, k) != v}
     if not missing:
-        return
+        return None
     why = {("has_guide", True): "a guide to propose latents",
-           ("enumerated_latents", False): "every latent sampled (no enumerated discrete latents, "
-                                          "which only \"svi\" and \"em\" sum out)",
+           ("sampled_story", True): "every latent sampled (enumerated discrete latents only where the family "
+                                    "sums them out of its story: Capabilities(collapsible=True))",
            ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)",
-           ("exact_log_prob", True): "an exact log-density (a normalizing flow); a latent-variable model "
-                                     "trains with \"svi\" and the others",
+           ("exact_log_prob", True): "an exact log-density (a normalizing flow)",
            ("can_sample", True): "a model that can sample x given z, to be the generator",
            ("exact_log_prob", False): "a latent z that generates x (a flow is trained by \"mle\")"}
     needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
-    if capabilities.exact_log_prob and not capabilities.has_guide:
+    if hint and ("exact_log_prob", True) in missing.items():
+        needs += "; a latent-variable model trains with \"svi\" and the others"
+    if hint and capabilities.exact_log_prob and not capabilities.has_guide:
         needs += " (a normalizing flow has none: train it with [inference] name = \"mle\")"
-    raise ConfigError(f"[inference] name = {algorithm!r} cannot train {what}: it needs {needs}")
+    return needs
 
 
 def build_model(config, data) -> nn.Module:
@@ -261,4 +287,4 @@ def family_of(module: nn.Module) -> Optional[Family]:
 
 
 __all__ = ["ALGORITHMS", "FAMILIES", "Algorithm", "Family", "build_inference", "build_model", "check_compatible",
-           "check_decoder_data", "check_data", "family_of"]
+           "check_decoder_data", "check_data", "family_of", "missing_capabilities"]

@@ -126,6 +126,10 @@ def jobs(out: Path) -> dict[str, Job]:
                                              "--peak-size", "512")),
         "gae_refresh.py": Job(script("gae_refresh.py", "--periods", "1", "2", "--epochs", "1", "--n-train", "300",
                                      "--hidden-size", "50", "--points", "20", "--out", str(out / "gae_refresh"))),
+        "matrix_step_time.py": Job(script("matrix_step_time.py", "--n-train", "300", "--steps", "2", "--warmup", "1",
+                                          "--hidden-size", "32", "--out", str(out / "matrix_step_time"))),
+        "gae_iwae_nll.py": Job(script("gae_iwae_nll.py", "--epochs", "1", "--n-train", "300", "--n-valid", "100",
+                                      "--eval-samples", "5", "--eval-points", "10", "--out", str(out / "gae_iwae_nll"))),
         "gae_bandwidth.py": Job(script("gae_bandwidth.py", str(runs / "vae-L1"), "--scales", "1", "2",
                                        "--points", "10", "--samples", "5"), after="gae-nll"),
         "gae_parzen_ceiling.py": Job(script("gae_parzen_ceiling.py", "--runs", str(runs), "--layers", "1",
@@ -307,6 +311,20 @@ def test_the_adversarial_experiments(smoke):
 def test_wgan_step_time(smoke):
     _, done = result(smoke, "wgan_step_time.py")
     assert "| generator step (n_critic = 5) | package ms | reference ms | ratio |" in done.out
+
+
+def test_matrix_step_time(smoke):
+    out, done = result(smoke, "matrix_step_time.py")
+    table = json.loads((out / "matrix_step_time" / "matrix_step_time.json").read_text())["table"]
+    assert set(table["gae"]) >= {"svi", "iwae K=5", "vimco K=5", "rws K=5", "wake_sleep", "em"} and "em" not in table["vae"]
+    assert "| iwae K=5 |" in done.out
+
+
+def test_gae_iwae_nll(smoke):
+    out, done = result(smoke, "gae_iwae_nll.py")
+    rows = json.loads((out / "gae_iwae_nll" / "summary.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["svi", "iwae5", "iwae50"]
+    assert "| 1 | iwae50 |" in done.out and "best IWAE-trained GAE" in done.out
 
 
 def test_the_smoke_runs_are_quick(smoke):

@@ -18,6 +18,13 @@ Each curve is a training run of the package's loop on ``[data] train_size = N_tr
 points, in ``out/runs/n<N_train>-<algorithm>``; ``--resume`` continues the curves there
 (unfinished ones train on, finished ones are read back), else they start afresh.
 
+``models = ["vae", "gae"]`` adds the GAE's rows (the same decoder, encoder and settings,
+the exemplar prior over the ``N_train`` points with its default "knn" estimator): AEVB is
+then its own SVI objective, and wake-sleep and MCEM train it with its data index summed out
+(:mod:`pyro_vae.models.gae.collapsed`); its curves are drawn with square markers, its log-
+likelihoods estimated on the collapsed story (the exact mixture over the ``N_train``
+components). Run directories ``n<N>-gae-<algorithm>``.
+
 Outputs in ``out``: ``aevb_fig3.csv``, ``aevb_fig3.png`` (a panel per N_train) and
 ``aevb_fig3.json`` (settings, final numbers, AEVB minus each other algorithm).
 
@@ -40,6 +47,7 @@ from pyro_vae.config import Config
 from pyro_vae.errors import ConfigError
 from pyro_vae.evaluation import evaluate_elbo, hmc_log_likelihood, log_likelihood
 from pyro_vae.experiments.aevb_fig2 import LABEL, STYLE
+from pyro_vae.inference.base import collapsed_story
 from pyro_vae.experiments.common import (
     add_curve_run_options,
     finish_panel,
@@ -65,15 +73,22 @@ ALGORITHMS = {
 }
 
 
+MODELS = ("vae", "gae")
+
+
 def config_for(algorithm: str, seed: int = 0, lr: float = 0.02, n_train: Optional[int] = None,
-               data_dir: Optional[str] = None) -> Config:
-    """The config of one curve: ``n_train`` training points (a fixed random subset)."""
+               data_dir: Optional[str] = None, model: str = "vae") -> Config:
+    """The config of one curve: ``n_train`` training points (a fixed random subset);
+    ``model = "gae"``: the same networks with the exemplar prior (AEVB: its own objective)."""
+    inference = dict(ALGORITHMS[algorithm])
+    if model == "gae" and inference["name"] == "svi":
+        inference.pop("elbo")  # "auto": the GAE's exemplar ELBO, the only one that trains it
     return Config.from_dict({
         "seed": seed,
         "data": {"name": "binarized_mnist", "data_dir": data_dir, "binarize": "none", "batch_size": 100,
                  "train_size": n_train},
-        "model": {"name": "vae", "z_dim": 3, "hidden": [100], "activation": "tanh"},
-        "inference": dict(ALGORITHMS[algorithm]),
+        "model": {"name": model, "z_dim": 3, "hidden": [100], "activation": "tanh"},
+        "inference": inference,
         "optim": {"name": "adagrad", "lr": lr},
         "eval": {"num_samples": 0, "plots": False},
     })
@@ -87,8 +102,9 @@ def evaluator(hmc_samples: int, hmc_warmup: int, is_samples: int):
         state = pyro.util.get_rng_state()  # evaluation draws must not shift training's
         out = {}
         for split, x in (("train", x_train), ("test", x_test)):
-            out[f"{split}_ll"] = hmc_log_likelihood(module.model, x, num_samples=hmc_samples,
-                                                    num_warmup=hmc_warmup).mean
+            with collapsed_story(module):  # HMC needs every latent sampled: the GAE's y summed out
+                out[f"{split}_ll"] = hmc_log_likelihood(module.model, x, num_samples=hmc_samples,
+                                                        num_warmup=hmc_warmup).mean
             if is_samples:
                 out[f"{split}_ll_is"] = log_likelihood(module, x, num_samples=is_samples).mean
             out[f"{split}_bound"] = evaluate_elbo(module, x)
@@ -109,6 +125,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mcem-max-train", type=int, default=1000, help="run MCEM only up to this N_train (default 1000)")
     p.add_argument("--algorithms", type=str_list, default=list(ALGORITHMS),
                    help="subset of the figure's algorithms: aevb,wake_sleep,mcem (default all)")
+    p.add_argument("--models", type=str_list, default=["vae"],
+                   help="vae (the paper's), gae (the exemplar prior), or vae,gae: both on one plot (default vae)")
     p.add_argument("--num-points", type=int, default=8, help="evaluation points per curve (default 8)")
     p.add_argument("--eval-points", type=int, default=100, help="train/test points each evaluation uses (default 100)")
     p.add_argument("--hmc-samples", type=int, default=100,
@@ -125,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
                         n_train=args.n_train, algorithms=args.algorithms, mcem_max_train=args.mcem_max_train,
                         num_points=args.num_points, eval_points=args.eval_points, hmc_samples=args.hmc_samples,
                         hmc_warmup=args.hmc_warmup, is_samples=args.is_samples, seed=args.seed,
-                        threads=args.threads, resume=args.resume, data_dir=args.data_dir)
+                        threads=args.threads, resume=args.resume, data_dir=args.data_dir, models=args.models)
     print(json.dumps(summary, indent=2))
     return summary
 
@@ -147,15 +165,19 @@ def reproduce(
     resume: bool = False,
     data_dir: Optional[str] = None,
     log: Callable[[str], None] = print,
+    models: Sequence[str] = ("vae",),
 ) -> dict:
     """Run the figure's curves; ``max_minutes`` is shared evenly by the runs; ``resume``
-    continues the curves in ``out/runs``."""
+    continues the curves in ``out/runs``; ``models``: the VAE's rows, the GAE's, or both."""
     out = Path(out)
     set_threads(threads)
     for a in algorithms:
         if a not in ALGORITHMS:
             raise ConfigError(f"unknown algorithm {a!r} for {NAME}: choose from {sorted(ALGORITHMS)}")
-    runs = [(n, a) for n in n_train for a in algorithms if a != "mcem" or n <= mcem_max_train]
+    for m in models:
+        if m not in MODELS:
+            raise ConfigError(f"unknown model {m!r} for {NAME}: choose from {list(MODELS)}")
+    runs = [(n, m, a) for n in n_train for m in models for a in algorithms if a != "mcem" or n <= mcem_max_train]
     if not runs:
         raise ConfigError("no runs: check n_train, algorithms and mcem_max_train")
     per_run = max_minutes * 60 / len(runs)
@@ -163,11 +185,11 @@ def reproduce(
     evaluate = evaluator(hmc_samples, hmc_warmup, is_samples)
     settings = {"hmc_samples": hmc_samples, "hmc_warmup": hmc_warmup, "is_samples": is_samples}
     rows, curves, started = [], [], time.perf_counter()
-    for n, alg in runs:
-        labels = {"n_train": n, "algorithm": alg}
-        curve = run_curve(config_for(alg, seed, n_train=n, data_dir=data_dir), evaluate, labels, max_samples,
-                          per_run, out / "runs" / f"n{n}-{alg}", num_points=num_points, eval_points=eval_points,
-                          settings=settings, resume=resume, log=log)
+    for n, model, alg in runs:
+        labels = {"n_train": n, "algorithm": curve_name(model, alg)}
+        curve = run_curve(config_for(alg, seed, n_train=n, data_dir=data_dir, model=model), evaluate, labels,
+                          max_samples, per_run, out / "runs" / f"n{n}-{curve_name(model, alg, '-')}",
+                          num_points=num_points, eval_points=eval_points, settings=settings, resume=resume, log=log)
         curves.append(curve)
         rows += curve.rows
         write_csv(rows, out / "aevb_fig3.csv")
@@ -186,13 +208,23 @@ def reproduce(
     return summary
 
 
+def curve_name(model: str, algorithm: str, sep: str = "_") -> str:
+    """A curve's algorithm label: the algorithm for the VAE (the paper's rows), else
+    ``<model><sep><algorithm>``."""
+    return algorithm if model == "vae" else f"{model}{sep}{algorithm}"
+
+
+#: Every curve label, the paper's first.
+CURVES = [curve_name(m, a) for m in MODELS for a in ALGORITHMS]
+
+
 def compare(rows: list[dict]) -> list[dict]:
     """Per N_train: final log-likelihoods (equal wall time) and AEVB minus each other
     algorithm at equal training samples, the largest count every curve was evaluated at
     (positive: AEVB is better)."""
     out = []
     for n in dict.fromkeys(r["n_train"] for r in rows):
-        by_alg = {a: [r for r in rows if r["n_train"] == n and r["algorithm"] == a] for a in ALGORITHMS}
+        by_alg = {a: [r for r in rows if r["n_train"] == n and r["algorithm"] == a] for a in CURVES}
         by_alg = {a: rs for a, rs in by_alg.items() if rs}
         entry = {"n_train": n}
         for a, rs in by_alg.items():
@@ -222,14 +254,17 @@ def plot(rows: list[dict], path: Path) -> Path:
     FigureCanvasAgg(fig)
     for i, n in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
-        for alg in ALGORITHMS:
-            rs = [r for r in rows if r["n_train"] == n and r["algorithm"] == alg]
+        for curve in CURVES:
+            rs = [r for r in rows if r["n_train"] == n and r["algorithm"] == curve]
             if not rs:
                 continue
+            gae, alg = curve.startswith("gae_"), curve.removeprefix("gae_")
+            label, marker = ("GAE " if gae else "") + LABEL[alg], "s" if gae else "o"
             xs = [r["samples"] for r in rs]
-            ax.plot(xs, [r["train_ll"] for r in rs], color=STYLE[alg], marker="o", ms=3, label=f"{LABEL[alg]} train")
-            ax.plot(xs, [r["test_ll"] for r in rs], color=STYLE[alg], ls="--", marker="o", ms=3,
-                    label=f"{LABEL[alg]} test")
+            ax.plot(xs, [r["train_ll"] for r in rs], color=STYLE[alg], marker=marker, ms=3, label=f"{label} train",
+                    alpha=0.7 if gae else 1.0)
+            ax.plot(xs, [r["test_ll"] for r in rs], color=STYLE[alg], ls="--", marker=marker, ms=3,
+                    label=f"{label} test", alpha=0.7 if gae else 1.0)
         focus_ylim(ax, [r for r in rows if r["n_train"] == n], ("train_ll", "test_ll"))
         finish_panel(ax, f"MNIST, $N_{{train}}$ = {n}", "marginal log-likelihood (nats)", i == 0, fontsize=10)
     return save_figure(fig, path)

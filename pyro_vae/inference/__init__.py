@@ -17,6 +17,10 @@
 * ``"mle"`` -- exact maximum likelihood for a model with an exact log-density (a
   normalizing flow); :mod:`pyro_vae.inference.mle`.
 
+The algorithms that sample every latent (wake-sleep, RWS, MCEM, IWAE, VIMCO) train a model
+with enumerated latents when its family sums them out (``Capabilities.collapsible``, the
+GAE): :class:`pyro_vae.inference.base.Collapsing`; ``docs/inference_matrix.md``.
+
 The registry mapping names to algorithms, their settings and the model capabilities
 they need is :data:`pyro_vae.registry.ALGORITHMS`; :func:`pyro_vae.train.make_inference`
 builds one from keywords.

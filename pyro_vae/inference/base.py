@@ -64,6 +64,15 @@ class Inference:
         """Figures on ``x`` (the whole batch is the data set), per data point: the ELBO."""
         return {"elbo": evaluate_elbo(self.module, x)}
 
+    def collapsed_step(self, x: torch.Tensor, index: Optional[torch.Tensor],
+                       num_data: Optional[int]) -> contextlib.AbstractContextManager:
+        """One training step's context (:class:`Collapsing`): the objective's, which sums
+        the model's enumerated latents out, or one yielding :data:`PLAIN_STEP`."""
+        objective = self.objective
+        if objective is not None and hasattr(objective, "collapsed"):
+            return objective.collapsed(x, index, num_data)
+        return contextlib.nullcontext(PLAIN_STEP)
+
     def start_epoch(self, epoch: int) -> None:
         """Called with the 0-based epoch before its first step (schedules, cache refreshes)."""
         if self.objective is not None:
@@ -196,12 +205,70 @@ def _differentiable_loss(elbo: pyro.infer.ELBO, model, guide, *args, **kwargs) -
     return elbo.differentiable_loss(model, guide, *args, **kwargs)
 
 
-def refuse_enumerated(module, algorithm: str) -> None:
-    """A :class:`~pyro_vae.errors.ConfigError` for a model that declares enumerated discrete
-    latents: ``algorithm`` samples every latent."""
-    if capabilities_of(module).enumerated_latents:
+# ----------------------------------------------------------------------------- y summed out
+
+
+class PlainStep:
+    """A training step of a model whose every latent is sampled already: nothing to sum
+    out, no training terms of its own (the identity of :meth:`Collapsing.collapsed`)."""
+
+    def terms(self) -> float:
+        return 0.0
+
+    def fixed(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext(self)
+
+
+PLAIN_STEP = PlainStep()
+
+
+class Collapsing(Protocol):
+    """An :class:`Objective` that also lets the algorithms that sample every latent train
+    a model with enumerated discrete latents (the GAE's
+    :class:`~pyro_vae.models.gae.objective.ExemplarELBO`): ``collapsed(x, index,
+    num_data)`` is a context manager for one training step, within which the model's story
+    has those latents summed out (every remaining latent sampled, its log-density exact
+    or the family's scalable estimate) and which yields a step object with
+
+    * ``terms()``: the family's own training terms of the minibatch (a penalty, deferred
+      gradients), a tensor to add to a loss that trains its parameters;
+    * ``fixed()``: a context within which the story's log-density is one fixed function
+      of the latents (an MCMC potential; detailed balance needs a fixed target).
+
+    The step's state (caches) is updated on leaving. The algorithms call
+    :meth:`Inference.collapsed_step`, which is :class:`PlainStep` for other models.
+    """
+
+    def collapsed(self, x: torch.Tensor, index: torch.Tensor,
+                  num_data: Optional[int]) -> contextlib.AbstractContextManager: ...
+
+
+def collapsing_objective(module, algorithm: str, objective=None):
+    """``objective`` checked for ``algorithm``, which samples every latent: None for a
+    model without enumerated latents (nothing to sum out), the objective when it sums
+    them out (:class:`Collapsing`), else a :class:`~pyro_vae.errors.ConfigError`."""
+    if not capabilities_of(module).enumerated_latents:
+        return objective
+    if objective is None or not hasattr(objective, "collapsed"):
         raise ConfigError(
-            f"[inference] name = {algorithm!r} cannot train {type(module).__name__}: it sums out "
-            "enumerated discrete latents, which only [inference] name = \"svi\" (elbo = \"auto\" "
-            "or \"trace_enum\") and \"em\" support"
+            f"[inference] name = {algorithm!r} cannot train {type(module).__name__}: it samples every latent, and "
+            "the model's enumerated discrete latents have no training objective that sums them out (a family "
+            "declares one with Capabilities(collapsible=True) and an objective with collapsed(...)); train it "
+            "with [inference] name = \"svi\" (elbo = \"auto\" or \"trace_enum\")"
         )
+    return objective
+
+
+def collapsed_story(module) -> contextlib.AbstractContextManager:
+    """The module's story with its enumerated latents summed out (``module.collapsed()``,
+    exact, no gradients to its components): what set-up traces (sites, plate nesting)
+    run on. The identity for a model without enumerated latents."""
+    if capabilities_of(module).enumerated_latents:
+        return module.collapsed()
+    return contextlib.nullcontext()
+
+
+def refuse_enumerated(module, algorithm: str, objective=None) -> None:
+    """A :class:`~pyro_vae.errors.ConfigError` for a model that declares enumerated discrete
+    latents when no ``objective`` sums them out: ``algorithm`` samples every latent."""
+    collapsing_objective(module, algorithm, objective)

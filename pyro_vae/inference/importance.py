@@ -28,6 +28,13 @@ gradient with respect to φ.
   ``log w_j`` (the geometric-mean leave-one-out baseline). Reparameterized sites keep
   their pathwise gradient, so on a continuous model VIMCO is IWAE.
 
+A model with enumerated latents that its family sums out (the GAE, ``objective``: its
+:class:`~pyro_vae.inference.base.Collapsing` training objective) is trained on its collapsed
+story: the weights use the family's estimate of the prior with y summed out, one pool for
+all K particles. The GAE's knn estimate is an unbiased *density*, drawn independently of the
+particles, so ``E[(1/K) Σ_k w_k] = p(x)`` still and the bound stays a lower bound in
+expectation (the pseudo-marginal argument); the family's penalty is added to the loss.
+
 Both report ``"iwae"`` (the K-sample bound per point) and ``"elbo"`` (the mean of the
 same ``log w_k``: a K-sample ELBO estimate, no extra model runs).
 """
@@ -44,7 +51,7 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.inference.base import Inference, refuse_enumerated
+from pyro_vae.inference.base import Inference, collapsed_story, collapsing_objective
 from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.traces import (
     max_plate_nesting,
@@ -115,8 +122,9 @@ class IWAE(_OneOptimizer):
         optimizer, lr: one optimizer over all the module's parameters.
     """
 
-    def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3):
-        refuse_enumerated(module, "iwae")
+    def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3,
+                 objective=None):
+        self.objective = collapsing_objective(module, "iwae", objective)
         _check_particles(num_particles, "iwae")
         self.module, self.model, self.guide = module, module.model, module.guide
         self.num_particles = num_particles
@@ -125,7 +133,7 @@ class IWAE(_OneOptimizer):
         self._checked = False
 
     def _check(self, x: torch.Tensor) -> None:
-        with poutine.block(), torch.no_grad(), preserved_rng():
+        with poutine.block(), torch.no_grad(), preserved_rng(), collapsed_story(self.module):
             nesting = max_plate_nesting(self.model, self.guide, x[:2])  # what RenyiELBO would guess
             tr = particle_traces(self.model, self.guide, x[:2], None, None, 1, nesting)
         discrete = non_reparameterized_sites(tr)
@@ -145,12 +153,14 @@ class IWAE(_OneOptimizer):
         model = poutine.scale(self.model, scale=unscale)
         guide = poutine.scale(self.guide, scale=unscale)
         zero_grad(self.module.parameters())
-        loss = self.elbo.loss_and_grads(model, guide, x, index, num_data)
-        if scale != 1.0:
-            for p in self.module.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(scale)
-        self.optimizer.step()
+        with self.collapsed_step(x, index, num_data) as story:
+            loss = self.elbo.loss_and_grads(model, guide, x, index, num_data)
+            if scale != 1.0:
+                for p in self.module.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+            _backward(story.terms())  # the family's own terms (a penalty), at their own scale
+            self.optimizer.step()
         return {"iwae": -loss / len(x), "elbo": self._mean_log_weight(len(x))}
 
     def _mean_log_weight(self, batch: int) -> float:
@@ -162,6 +172,12 @@ class IWAE(_OneOptimizer):
         total = sum(per_point_log_prob(s, dim, shape).detach() for s in model_sites)
         total = total - sum(per_point_log_prob(s, dim, shape).detach() for s in guide_sites)
         return total.mean().item()
+
+
+def _backward(terms) -> None:
+    """Add the gradient of a step's extra ``terms`` (a tensor, or 0 when there are none)."""
+    if torch.is_tensor(terms) and terms.requires_grad:
+        terms.backward()
 
 
 def vimco_surrogate(log_w: torch.Tensor, log_q_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,8 +205,9 @@ class VIMCO(_OneOptimizer):
     """The K-sample bound with VIMCO's gradient for discrete (non-reparameterized)
     guide sites and the pathwise gradient for the others; see the module docstring."""
 
-    def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3):
-        refuse_enumerated(module, "vimco")
+    def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3,
+                 objective=None):
+        self.objective = collapsing_objective(module, "vimco", objective)
         _check_particles(num_particles, "vimco")
         self.module, self.model, self.guide = module, module.model, module.guide
         self.num_particles = num_particles
@@ -199,12 +216,13 @@ class VIMCO(_OneOptimizer):
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         if self._nesting is None:
-            with preserved_rng():
+            with preserved_rng(), collapsed_story(self.module):
                 self._nesting = max_plate_nesting(self.model, self.guide, x[:2])
-        tr = particle_traces(self.model, self.guide, x, index, num_data, self.num_particles, self._nesting)
-        surrogate, bound = vimco_surrogate(tr.log_w, tr.log_q_score)
-        loss = -subsample_scale(x, num_data) * surrogate.sum()
-        zero_grad(self.module.parameters())
-        loss.backward()
-        self.optimizer.step()
+        with self.collapsed_step(x, index, num_data) as story:
+            tr = particle_traces(self.model, self.guide, x, index, num_data, self.num_particles, self._nesting)
+            surrogate, bound = vimco_surrogate(tr.log_w, tr.log_q_score)
+            loss = -subsample_scale(x, num_data) * surrogate.sum() + story.terms()
+            zero_grad(self.module.parameters())
+            loss.backward()
+            self.optimizer.step()
         return {"iwae": bound.detach().mean().item(), "elbo": tr.log_w.detach().mean().item()}

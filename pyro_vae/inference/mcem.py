@@ -25,8 +25,15 @@ and ``accept_prob``/``diverging``/``lp``/``step_size`` statistics), and
 :meth:`MCEM.sample_posterior` runs longer multi-chain HMC at the current θ, with
 warm-up, for R-hat and ESS (:func:`~pyro_vae.inference.hmc.summarize_chains`).
 
-MCEM needs continuous per-point latents: a model with discrete or enumerated latents is
-refused with a :class:`~pyro_vae.config.ConfigError`.
+MCEM needs continuous per-point latents: a model with discrete latents is refused with a
+:class:`~pyro_vae.config.ConfigError`. A model whose enumerated latents its family sums out
+(the GAE's data index, ``objective``: its :class:`~pyro_vae.inference.base.Collapsing`
+training objective) is trained on its collapsed story: the E-step's potential is one fixed
+function of z per step (``fixed()``: the exact leave-one-out mixture over the cache frozen
+at the step's start, computed once without gradients; a potential re-estimated between
+leapfrog steps would break detailed balance), the M-step ascends the estimator's
+``log p(x|z) + log P̂(z)`` with the family's penalty, and the prior's parameters (the GAE's
+encoder) are model parameters the M-step trains (see ``docs/inference_matrix.md``).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from torch import nn
 from pyro_vae import distributed, hmc
 from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
-from pyro_vae.inference.base import Inference, refuse_enumerated
+from pyro_vae.inference.base import Inference, collapsed_story, collapsing_objective
 from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
 from pyro_vae.traces import preserved_rng, repeat_rows, split_parameters, subsample_scale, zero_grad
 
@@ -92,8 +99,9 @@ class MCEM(Inference):
 
     def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01, hmc_steps: int = 1,
                  leapfrog_steps: int = 10, step_size: float = 0.1, target_accept: float = 0.9,
-                 num_chains: int = 1, m_steps: int = 5, fit_guide: bool = True, backend: str = "batched"):
-        refuse_enumerated(module, "mcem")
+                 num_chains: int = 1, m_steps: int = 5, fit_guide: bool = True, backend: str = "batched",
+                 objective=None):
+        self.objective = collapsing_objective(module, "mcem", objective)
         for name, v in (("hmc_steps", hmc_steps), ("num_chains", num_chains), ("m_steps", m_steps)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"[inference] {name} must be a positive integer, got {v!r}")
@@ -121,14 +129,14 @@ class MCEM(Inference):
         if event_shape is not None:
             like = next(self.module.parameters(), None)
             x = torch.zeros((2,) + tuple(event_shape), device=None if like is None else like.device)
-            with preserved_rng():
+            with preserved_rng(), collapsed_story(self.module):
                 hmc.LatentSpace(self.model, x, what="MCEM")
 
     # ------------------------------------------------------------------------ setup
 
     def _setup(self, x: torch.Tensor, num_data: int) -> None:
         if self.space is None:
-            with preserved_rng():
+            with preserved_rng(), collapsed_story(self.module):
                 self.space = hmc.LatentSpace(self.model, x[:2], what="MCEM")
                 split = split_parameters(self.module, x[:2])
             if not split.model:
@@ -160,7 +168,7 @@ class MCEM(Inference):
         self._setup(x, num_data)
         C, B = self.num_chains, len(x)
         x_rep = repeat_rows(x, C)
-        fn = self.space.log_prob_fn(x_rep)
+        fn = self.space.log_prob_fn(x_rep, repeat_rows(index, C), num_data)
         z = self.chains[:, index].clone()  # (C, B, dim)
         new = ~self.visited[index]
         if new.any():
@@ -204,27 +212,34 @@ class MCEM(Inference):
         self.visited[index] = True
 
     def m_step(self, x: torch.Tensor, z: torch.Tensor, index: Optional[torch.Tensor] = None,
-               num_data: Optional[int] = None) -> float:
+               num_data: Optional[int] = None, story=None) -> float:
         """``m_steps`` gradient steps on θ at the samples ``z (C·B, dim)``; returns the mean
-        log p(x, z) before the first step."""
+        log p(x, z) before the first step. ``story``: the step's
+        :class:`~pyro_vae.inference.base.Collapsing` step, whose ``terms()`` (a family's
+        penalty) join each M-step's loss."""
         index, num_data = _full(x, index, num_data)
-        x_rep = repeat_rows(x, self.num_chains)
+        x_rep, index_rep = repeat_rows(x, self.num_chains), repeat_rows(index, self.num_chains)
         scale = subsample_scale(x, num_data) / self.num_chains
         z = z.detach()
         first = None
         for _ in range(self.m_steps):
-            log_joint = self.space.log_joint(x_rep, z)
+            log_joint = self.space.log_joint(x_rep, z, index_rep, num_data)
             if first is None:
                 first = log_joint.detach().mean().item()
             zero_grad(self.module.parameters())
-            (-scale * log_joint.sum()).backward()
+            (-scale * log_joint.sum() + (story.terms() if story is not None else 0.0)).backward()
             self.optimizers["model"].step()
         return first
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         index, num_data = _full(x, index, num_data)
-        z = self.e_step(x, index, num_data)
-        log_joint = self.m_step(x, z, index, num_data)
+        with self.collapsed_step(x, index, num_data) as story:
+            with story.fixed():  # the E-step's potential: one fixed function of z
+                z = self.e_step(x, index, num_data)
+            log_joint = self.m_step(x, z, index, num_data, story)
+            return self._fit_guide(x, index, num_data, log_joint)
+
+    def _fit_guide(self, x, index, num_data, log_joint: float) -> dict[str, float]:
         out = {"log_joint": log_joint, "accept_prob": self._last["accept_prob"].mean().item(),
                "step_size": self.sampler.step_size.mean().item()}
         if "guide" in self.optimizers.roles:
@@ -269,11 +284,17 @@ class MCEM(Inference):
 
     def state_dict(self) -> dict:
         if self.space is None:
-            return dict(self._pending or {})
-        return {"optimizers": self.optimizers.state_dict(), "sampler": self.sampler.state_dict(),
-                "chains": self.chains.clone(), "visited": self.visited.clone()}
+            state = dict(self._pending or {})
+        else:
+            state = {"optimizers": self.optimizers.state_dict(), "sampler": self.sampler.state_dict(),
+                     "chains": self.chains.clone(), "visited": self.visited.clone()}
+        if self.objective is not None:  # a family's cache (the GAE's)
+            state["objective"] = self.objective.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        if self.objective is not None:
+            self.objective.load_state_dict(state["objective"])
         if self.space is None:
             self._pending = state
             self.sampler.load_state_dict(state["sampler"])

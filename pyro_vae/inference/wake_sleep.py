@@ -10,7 +10,16 @@ unsupervised neural networks"; the baseline of Kingma & Welling 2014, figure 2) 
 
 θ and φ are found generically (:func:`~pyro_vae.inference.traces.split_parameters`):
 the parameters registered while running ``module.model`` and ``module.guide``. Each
-phase has its own optimizer over its own parameters, so neither touches the other's.
+phase has its own optimizer over its own parameters. Parameters both register (a prior
+made of the guide's encodings: the GAE's) are the guide's role: its optimizer steps once
+per minibatch with the sum of their wake gradient (as the prior's parameters) and their
+sleep gradient (as the guide's).
+
+A model with enumerated latents that its family sums out (the GAE's data index) is trained
+on its collapsed story (``objective``, :class:`~pyro_vae.inference.base.Collapsing`): the
+wake phases score ``log p(x|z) + log P̂(z)`` under the family's estimator (an unbiased
+density estimate gives a lower bound of ``log p(x, z)`` in expectation), and dreams draw
+y, then z, then x, as the model generates.
 
 **Reweighted wake-sleep** (Bornschein & Bengio 2015; Le et al. 2019) uses ``K > 1``
 guide particles per point: wake-θ ascends the IWAE bound ``log (1/K) Σ_k w_k`` with the
@@ -44,7 +53,7 @@ import torch
 from torch import nn
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.inference.base import Inference, refuse_enumerated
+from pyro_vae.inference.base import Inference, collapsed_story, collapsing_objective
 from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
 from pyro_vae.traces import (
     max_plate_nesting,
@@ -95,21 +104,34 @@ class _LazySetup(Inference):
 
     def _setup(self, x: torch.Tensor) -> None:
         if self.split is None:
-            with preserved_rng():
+            with preserved_rng(), collapsed_story(self.module):
                 self.split = split_parameters(self.module, x[:2])
                 self._build(x)
             if self._pending is not None:
                 self.optimizers.load_state_dict(self._pending["optimizers"])
                 self._pending = None
 
+    def _roles(self) -> dict:
+        """θ: the model's own parameters; φ: the guide's, with those the model shares
+        (a prior made of the guide's encodings, the GAE's): they follow the guide's
+        optimizer, which steps once per minibatch with every phase's gradient of them."""
+        s = self.split
+        shared = {id(p) for p in s.shared}
+        return {"model": [p for p in s.model if id(p) not in shared], "guide": s.guide + s.shared}
+
     def state_dict(self) -> dict:
         if self.optimizers is None:
-            return dict(self._pending or {})
+            state = dict(self._pending or {})
+            if self.objective is not None:
+                state["objective"] = self.objective.state_dict()
+            return state
         return super().state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         if self.optimizers is None:
             self._pending = state
+            if self.objective is not None:  # built up front: loaded at once
+                self.objective.load_state_dict(state["objective"])
         else:
             super().load_state_dict(state)
 
@@ -130,38 +152,42 @@ class WakeSleep(_LazySetup):
     figures = ("elbo", "log_joint", "sleep_log_q")
 
     def __init__(self, module: nn.Module, optimizer: str = "adagrad", lr: float = 0.01,
-                 sleep_batch_size: Optional[int] = None):
-        refuse_enumerated(module, "wake_sleep")
+                 sleep_batch_size: Optional[int] = None, objective=None):
+        objective = collapsing_objective(module, "wake_sleep", objective)
         if sleep_batch_size is not None and sleep_batch_size < 1:
             raise ConfigError(f"[inference] sleep_batch_size must be >= 1, got {sleep_batch_size}")
         super().__init__(module, optimizer, lr)
+        self.objective = objective
         self.sleep_batch_size = sleep_batch_size
+        self._carried: list = []  # the wake phase's gradients of the shared parameters
 
     def _build(self, x: torch.Tensor) -> None:
-        s = self.split
-        if s.shared:
+        roles = self._roles()
+        if not roles["model"] or not roles["guide"]:
             raise ConfigError(
-                f"wake-sleep updates the model's parameters in the wake phase and the guide's in the "
-                f"sleep phase, but {s.shared_names} are used by both; give the guide its own copy"
+                f"wake-sleep needs parameters of the model's own ({len(roles['model'])} found) and of the "
+                f"guide ({len(roles['guide'])} found)"
             )
-        if not s.model or not s.guide:
-            raise ConfigError(
-                f"wake-sleep needs parameters in both the model ({len(s.model)} found) and the guide "
-                f"({len(s.guide)} found)"
-            )
-        self.optimizers = RoleOptimizers(self.optimizer_name, self.lr, {"model": s.model, "guide": s.guide})
+        self.optimizers = RoleOptimizers(self.optimizer_name, self.lr, roles)
         self._obs = observed_site(self.model, x)
         self._nesting = max_plate_nesting(self.model, self.guide, x[:2])
 
     def wake(self, x: torch.Tensor, index: Optional[torch.Tensor] = None,
              num_data: Optional[int] = None) -> dict[str, float]:
-        """One step on θ: ascend ``log p_θ(x, z)`` at ``z ~ q_φ(z|x)`` (z held fixed)."""
+        """One step on θ: ascend ``log p_θ(x, z)`` at ``z ~ q_φ(z|x)`` (z held fixed).
+        Parameters the model shares with the guide keep this gradient for the next
+        :meth:`sleep`, whose step on φ applies it with the sleep phase's."""
         self._setup(x)
+        with self.collapsed_step(x, index, num_data) as story:
+            return self._wake(x, index, num_data, story)
+
+    def _wake(self, x, index, num_data, story) -> dict[str, float]:
         tr = particle_traces(self.model, self.guide, x, index, num_data, 1, self._nesting, grad_guide=False)
-        loss = -subsample_scale(x, num_data) * tr.log_p.sum()
+        loss = -subsample_scale(x, num_data) * tr.log_p.sum() + story.terms()
         zero_grad(self.module.parameters())
         loss.backward()
         self.optimizers["model"].step()
+        self._carried = [(p, p.grad) for p in self.split.shared if p.grad is not None]
         return {"elbo": tr.log_w.detach().mean().item(), "log_joint": tr.log_p.detach().mean().item()}
 
     def sleep(self, num_dreams: int, num_data: Optional[int] = None) -> dict[str, float]:
@@ -173,12 +199,17 @@ class WakeSleep(_LazySetup):
         loss = -((num_data or num_dreams) / num_dreams) * log_q.sum()
         zero_grad(self.module.parameters())
         loss.backward()
+        for p, g in self._carried:  # the last wake phase's gradient of the shared parameters
+            p.grad = g if p.grad is None else p.grad + g
+        self._carried = []
         self.optimizers["guide"].step()
         return {"sleep_log_q": log_q.detach().mean().item()}
 
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
-        out = self.wake(x, index, num_data)
-        out.update(self.sleep(self.sleep_batch_size or len(x), num_data))
+        self._setup(x)
+        with self.collapsed_step(x, index, num_data) as story:  # dreams too: from the step's components
+            out = self._wake(x, index, num_data, story)
+            out.update(self.sleep(self.sleep_batch_size or len(x), num_data))
         return out
 
 
@@ -247,14 +278,16 @@ class RWS(_LazySetup):
     figures = ("elbo", "iwae", "sleep_log_q")
 
     def __init__(self, module: nn.Module, num_particles: int = 5, insomnia: float = 1.0,
-                 optimizer: str = "adam", lr: float = 1e-3):
-        refuse_enumerated(module, "rws")
+                 optimizer: str = "adam", lr: float = 1e-3, objective=None):
+        objective = collapsing_objective(module, "rws", objective)
         super().__init__(module, optimizer, lr)
+        self.objective = objective
         self.rws = MinibatchRWS(num_particles, insomnia)
 
     def _build(self, x: torch.Tensor) -> None:
-        self.optimizers = RoleOptimizers(self.optimizer_name, self.lr,
-                                         {"model": self.split.model, "guide": self.split.guide})
+        # Parameters the model shares with the guide follow the guide's optimizer, which
+        # steps with their wake-θ and φ gradients summed.
+        self.optimizers = RoleOptimizers(self.optimizer_name, self.lr, self._roles())
         self.rws.max_plate_nesting = max_plate_nesting(self.model, self.guide, x[:2]) + 1  # + particles
         if self.rws.insomnia < 1:
             self.rws._obs = observed_site(self.model, x)
@@ -262,7 +295,11 @@ class RWS(_LazySetup):
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         self._setup(x)
         zero_grad(self.module.parameters())
-        self.rws.loss_and_grads(self.model, self.guide, x, index, num_data)
-        self.optimizers["model"].step()
-        self.optimizers["guide"].step()
+        with self.collapsed_step(x, index, num_data) as story:
+            self.rws.loss_and_grads(self.model, self.guide, x, index, num_data)
+            terms = story.terms()  # the family's own terms (a penalty): their gradient joins
+            if torch.is_tensor(terms) and terms.requires_grad:
+                terms.backward()
+            self.optimizers["model"].step()
+            self.optimizers["guide"].step()
         return dict(self.rws.last)

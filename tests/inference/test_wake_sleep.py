@@ -5,6 +5,7 @@ import copy
 import math
 
 import pyro
+import pyro.distributions as dist
 import pyro.infer
 import pytest
 import torch
@@ -15,7 +16,8 @@ from pyro_vae.config import ConfigError
 from pyro_vae.evaluation.marginal_likelihood import log_weights
 from pyro_vae.inference import RWS, MinibatchRWS, WakeSleep
 from pyro_vae.models.vae import VAE
-from pyro_vae.traces import max_plate_nesting
+from pyro_vae.plates import data_plate
+from pyro_vae.traces import max_plate_nesting, sleep_log_q
 from pyro_vae.train import make_inference
 
 
@@ -67,18 +69,41 @@ def test_wake_sleep_has_an_optimizer_per_role_and_each_phase_steps_only_its_own(
     assert set(state) == {"optimizers"} and set(state["optimizers"]) == {"model", "guide"}
 
 
-class SharedVAE(VAE):
-    """A model that also registers the guide's encoder (as a prior built on it would)."""
+class PriorOnEncoderVAE(VAE):
+    """A model whose prior reads the guide's encoder (as the GAE's does): ``z ~ N(0.1 μ_φ(x), 1 + 0.1 σ_φ(x))``."""
 
     def model(self, x=None, index=None, num_data=None):
+        pyro.module("decoder", self.decoder)
         pyro.module("encoder", self.guide.encoder)
-        return super().model(x, index, num_data)
+        batch = self.batch_size(x, num_data)
+        with data_plate(batch, index, num_data):
+            loc, scale = self.guide.encoder(x) if x is not None else (torch.zeros(batch, 2), torch.zeros(batch, 2))
+            z = pyro.sample("z", dist.Normal(0.1 * loc, 1 + 0.1 * scale).to_event(1))
+            return pyro.sample("x", self.decoder(z), obs=x)
 
 
-def test_wake_sleep_refuses_parameters_shared_by_model_and_guide(digits):
-    ws = WakeSleep(fresh_vae(cls=SharedVAE), "adam", 1e-3)
-    with pytest.raises(ConfigError, match="used by both"):
-        ws.step(digits.train[:4], torch.arange(4), len(digits.train))
+def test_parameters_shared_by_model_and_guide_step_with_both_phases_gradients(digits, monkeypatch):
+    """A prior built on the guide's encoder (the GAE's): the encoder is the guide's role,
+    and its one step per minibatch applies its wake gradient plus its sleep gradient."""
+    vae = fresh_vae(cls=PriorOnEncoderVAE)
+    ws = WakeSleep(vae, "adam", 1e-3)
+    x, index, n = digits.train[:20], torch.arange(20), len(digits.train)
+    ws.wake(x, index, n)
+    encoder = list(vae.guide.encoder.parameters())
+    held = {role: {id(p) for g in opt.param_groups for p in g["params"]} for role, opt in ws.optimizers.roles.items()}
+    assert held["guide"] == {id(p) for p in encoder} and held["model"] == {id(p) for p in vae.decoder.parameters()}
+    wake = {id(p): g.clone() for p, g in ws._carried}
+    assert set(wake) == {id(p) for p in encoder} and all(g.abs().sum() > 0 for g in wake.values())
+    stepped = {}
+    monkeypatch.setattr(ws.optimizers["guide"], "step", lambda: stepped.update({id(p): p.grad.clone() for p in encoder}))
+    pyro.set_rng_seed(3)
+    ws.sleep(10, n)
+    pyro.set_rng_seed(3)
+    sleep_loss = -(n / 10) * sleep_log_q(vae.model, vae.guide, "x", 10).sum()
+    sleep = torch.autograd.grad(sleep_loss, encoder)
+    for p, g in zip(encoder, sleep):
+        torch.testing.assert_close(stepped[id(p)], wake[id(p)] + g)
+    assert not ws._carried
 
 
 def _rws_losses(rws_cls, vae, x, index=None, num_data=None, seed=0, **kw):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from pyro.distributions import TorchDistribution, constraints
 
 from pyro_vae.models.gae.cache import ExemplarBank
 from pyro_vae.models.gae.distribution import ExemplarNormal
@@ -80,6 +81,55 @@ class PoolStats:
         or several ``z (..., B, D)`` per row."""
         d = self.distribution(torch.zeros(z.shape[-2], dtype=torch.long, device=z.device))
         return d._outer(z, torch.arange(d.support_size, device=z.device))
+
+
+class PoolMixture(TorchDistribution):
+    r"""``z ~ Σ_q π_bq k_q(z)``: a training pool's mixture, ``y`` summed out, row by row.
+
+    ``logits (B, Q)`` are the pool's per-row log-weights ``log π_bq`` (−inf outside a row's
+    support: its own component under leave-one-out), ``stats`` its components
+    (:class:`PoolStats`). ``log_prob(z)`` for ``z (..., R, D)`` with ``R = c·B`` (rows
+    ``r·B + b`` are copies of row ``b``: particles or MCMC chains stacked on the batch) is
+    ``logsumexp_q(log k_q(z_rb) + log π_bq)``, ``(..., R)``: one table of kernel values
+    (:meth:`PoolStats.log_prob_table`), differentiable in ``z`` and in the components.
+
+    With the ``exact`` estimator this is ``log P_{−b}(z)`` itself; with ``knn`` it is
+    ``log P̂_b(z)`` of the stratified estimator, whose *density* is unbiased,
+    ``E P̂_b(z) = P_{−b}(z)`` (the module docstring), so its log is biased low.
+    """
+
+    arg_constraints = {}
+    support = constraints.real_vector
+
+    def __init__(self, logits: torch.Tensor, stats: PoolStats, batch_shape=None, validate_args=None):
+        self.logits, self.stats = logits, stats
+        dim = stats.features[0].shape[-1] // 2
+        shape = torch.Size(batch_shape) if batch_shape is not None else logits.shape[:1]
+        if shape[-1] % logits.shape[0]:
+            raise ValueError(f"{shape[-1]} rows are not copies of the pool's {logits.shape[0]} rows")
+        super().__init__(shape, torch.Size([dim]), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        return PoolMixture(self.logits, self.stats, batch_shape)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        """``(..., c·B, *tail) -> (..., c, B, *tail)``, ``tail`` the event dims."""
+        b = self.logits.shape[0]
+        lead = t.shape[:-2]
+        return t.reshape(lead + (t.shape[-2] // b, b, t.shape[-1]))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        table = self.stats.log_prob_table(self._split(value))  # (..., c, B, Q)
+        lp = torch.logsumexp(table + self.logits, -1).reshape(value.shape[:-1])
+        return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
+
+    @torch.no_grad()
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        b = self.logits.shape[0]
+        logits = self.logits.expand(shape[:-1] + (shape[-1] // b,) + self.logits.shape)
+        y = torch.distributions.Categorical(logits=logits).sample()  # (..., c, B)
+        return self.stats.distribution(y).rsample().reshape(shape + self.event_shape)
 
 
 def uniform_logits(rows: torch.Tensor, index: torch.Tensor, leave_one_out: bool) -> torch.Tensor:

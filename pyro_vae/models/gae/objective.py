@@ -34,16 +34,19 @@ and deferred gradients are gathered from every process, so all hold the same cac
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
 
 from pyro_vae import distributed
 from pyro_vae.models.gae.cache import ExemplarBank
+from pyro_vae.models.gae.collapsed import CollapsedStep, exact_cache_pool
 from pyro_vae.models.gae.estimators import ExemplarPool, PoolStats, make_estimator
 from pyro_vae.models.gae.kernels import component_features, log_prob_matrix, take
+from pyro_vae.models.gae.prior import summing_out
 
 
 class MomentPenalty:
@@ -158,6 +161,49 @@ class ExemplarELBO(nn.Module):
         and points: ``Σ log p(x|z)`` here; a hierarchy adds its lower levels' terms
         (:class:`~pyro_vae.models.hvae.objective.HierarchicalExemplarELBO`)."""
         return self.gae.decoder.total_log_prob(z, x)
+
+    # ------------------------------------------------------------------ y summed out
+
+    @contextlib.contextmanager
+    def collapsed(self, x: torch.Tensor, index: torch.Tensor, num_data: Optional[int] = None
+                  ) -> Iterator[CollapsedStep]:
+        """One training step of an algorithm that samples every latent, on the minibatch
+        ``x = exemplars[index]``: within it the model's training rows draw ``z`` from the
+        estimator's pool mixture, ``y`` summed out (:mod:`pyro_vae.models.gae.collapsed`),
+        and dreams use the cached components. Yields the step's
+        :class:`~pyro_vae.models.gae.collapsed.CollapsedStep` (its ``terms()``: the
+        penalty and deferred gradients to add to a loss); on leaving, the cache is
+        written as after an SVI step (the same collectives, under several processes)."""
+        if index is None:
+            raise ValueError("a GAE training step needs the minibatch's index (its rows' positions in the "
+                             "training set): the leave-one-out prior and the cache are per training point")
+        index = self.prior.check_index(index, len(x), num_data)
+        if self._knn:
+            self._collect_deferred()
+            self._maybe_refresh(len(index))
+        step = CollapsedStep(self, x, index, num_data, self.make_pool(index))
+        with summing_out(self.prior, step.marginal), self._dreams():
+            yield step
+        if self._knn:
+            self.write_back(index, *step.fresh_stats(), step.pool, step.applied)
+
+    @property
+    def defers(self) -> bool:
+        """Gradients w.r.t. cached components are kept and applied later (``knn``)."""
+        return self._knn and self.deferred
+
+    def fixed_pool(self, index: torch.Tensor, pool: ExemplarPool) -> ExemplarPool:
+        """The components of a fixed target for rows ``index`` (an MCMC potential): every
+        cached component with exact weights when there is a cache, else ``pool``."""
+        if not self._knn:
+            return pool
+        return exact_cache_pool(index, self.prior.num_exemplars, self.prior.leave_one_out)
+
+    def _dreams(self) -> contextlib.AbstractContextManager:
+        """Generative calls reuse the cache's components (``knn``; else they encode all ``n``)."""
+        if not (self._knn and bool(self.bank.ready)):
+            return contextlib.nullcontext()
+        return self.prior.frozen(posteriors=(self.bank.loc, self.bank.scale))
 
     def start_epoch(self, epoch: int) -> None:
         """Re-encode the whole cache with the parameters the epoch starts from."""

@@ -25,7 +25,10 @@ Three scoped views of the same story (context managers, nothing persists after t
   importance sampler and the ELBO evaluator score held-out data;
 * :func:`using_pool`: training calls enumerate the components an estimator chose
   (:mod:`pyro_vae.models.gae.estimators`) instead of all ``n``; the training objective
-  and the EM E-step use it.
+  and the EM E-step use it;
+* :func:`summing_out`: training calls emit no ``y`` and draw ``z`` from the estimator's
+  pool mixture (``y`` summed out, differentiable): how IWAE, VIMCO, RWS, wake-sleep and
+  MCEM train the story (:mod:`pyro_vae.models.gae.collapsed`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import contextlib
 import contextvars
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import pyro
 import pyro.distributions as dist
@@ -96,6 +99,25 @@ _SCOPE: contextvars.ContextVar[Optional[_Scope]] = contextvars.ContextVar("pyro_
 _POOL: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("pyro_vae_exemplar_pool", default=None)
 
 
+#: (prior, marginal): training calls of that prior draw ``z ~ marginal(index)``, ``y`` summed out.
+_SUMMED: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("pyro_vae_exemplar_summed", default=None)
+
+
+@contextlib.contextmanager
+def summing_out(prior: "ExemplarPrior", marginal: Callable) -> Iterator[None]:
+    """Within it, training calls of ``prior`` (rows with an ``index``) emit no ``y``: they
+    draw ``z ~ marginal(index)``, a distribution of batch shape ``(len(index),)`` whose
+    log-density is the prior's with ``y`` summed out under the training objective's
+    estimator (:meth:`~pyro_vae.models.gae.objective.ExemplarELBO.collapsed`). What lets
+    the algorithms that sample every latent (IWAE, VIMCO, RWS, wake-sleep, MCEM) train
+    the story."""
+    token = _SUMMED.set((prior, marginal))
+    try:
+        yield
+    finally:
+        _SUMMED.reset(token)
+
+
 @contextlib.contextmanager
 def using_pool(prior: "ExemplarPrior", pool, stats) -> Iterator[None]:
     """Within it, training calls of ``prior`` (rows with an ``index``) enumerate ``y`` over
@@ -125,6 +147,9 @@ class ExemplarPrior(nn.Module):
     """
 
     enumerated = True
+    #: ``y`` sums out of the story: :meth:`collapsed` (held-out data), :func:`summing_out`
+    #: (training, under the objective's estimator).
+    collapsible = True
     latent_sites = ("y", "z")
 
     def __init__(self, exemplars: torch.Tensor, encoder: nn.Module, bandwidth: str = "posterior",
@@ -193,11 +218,14 @@ class ExemplarPrior(nn.Module):
         return scope if scope is not None and scope.prior is self else None
 
     @contextlib.contextmanager
-    def frozen(self, collapsed: bool = False) -> Iterator["ExemplarPrior"]:
+    def frozen(self, collapsed: bool = False, posteriors: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+               ) -> Iterator["ExemplarPrior"]:
         """Within it, every call reuses the exact components encoded once on entry,
-        without gradients (``collapsed``: and ``y`` is summed out, see :meth:`collapsed`)."""
+        without gradients (``collapsed``: and ``y`` is summed out, see :meth:`collapsed`);
+        ``posteriors``: the exemplars' ``(μ_j, σ_j)`` to use instead of encoding them (a
+        training cache's, so that dreams cost no pass over all ``n``)."""
         with torch.no_grad():
-            loc, scale = self.components(*self.encode())
+            loc, scale = self.components(*(self.encode() if posteriors is None else posteriors))
             features = component_features(loc, scale)
         token = _SCOPE.set(_Scope(self, loc, scale, features, collapsed))
         try:
@@ -219,6 +247,9 @@ class ExemplarPrior(nn.Module):
         generated points under the mixture over all ``n``."""
         if index is not None:
             index = self.check_index(index, batch, num_data)
+            summed = _SUMMED.get()
+            if summed is not None and summed[0] is self:
+                return pyro.sample("z", summed[1](index))
             pooled = _POOL.get()
             if pooled is not None and pooled[0] is self:
                 return self._pooled(*pooled[1:])

@@ -187,6 +187,7 @@ class VAE(nn.Module):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(has_guide=True, enumerated_latents=self.prior.enumerated,
+                            collapsible=getattr(self.prior, "collapsible", False),
                             latent_sites=self.prior.latent_sites, event_shape=self.event_shape)
 
     @property
