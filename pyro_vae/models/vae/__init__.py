@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder
+from pyro_vae.inference.regularisers import make_regulariser
 from pyro_vae.models.vae.config import VAEConfig
 from pyro_vae.models.vae.model import LIKELIHOODS, VAE, Decoder, StandardNormal
 from pyro_vae.models.vae.objective import MeanFieldELBO
@@ -26,8 +27,9 @@ def build(config, data) -> VAE:
 
 
 def objective(config, vae: VAE, num_particles: int = 1) -> MeanFieldELBO:
-    """What ``[inference] elbo = "auto"`` trains the VAE with: estimator B, computed directly."""
-    return MeanFieldELBO(vae, num_particles)
+    """What ``[inference] elbo = "auto"`` trains the VAE with: estimator B, computed directly,
+    with ``[inference] regulariser``'s latent term."""
+    return MeanFieldELBO(vae, num_particles, make_regulariser(config.inference))
 
 
 __all__ = ["LIKELIHOODS", "VAE", "Decoder", "MeanFieldELBO", "StandardNormal", "VAEConfig", "build", "encoder_for",
