@@ -101,6 +101,9 @@ def jobs(out: Path) -> dict[str, Job]:
                                              "--peak-size", "512")),
         "gae_refresh.py": Job(script("gae_refresh.py", "--periods", "1", "2", "--epochs", "1", "--n-train", "300",
                                      "--hidden-size", "50", "--points", "20", "--out", str(out / "gae_refresh"))),
+        "disentanglement.py": Job(script("disentanglement.py", "--methods", "vae", "dip2", "--seeds", "0",
+                                         "--epochs", "1", "--train-size", "64", "--only", "mig", "sap",
+                                         "--out", str(out / "disentanglement"))),
         "gae_bandwidth.py": Job(script("gae_bandwidth.py", str(runs / "vae-L1"), "--scales", "1", "2",
                                        "--points", "10", "--samples", "5"), after="gae-nll"),
         "gae_parzen_ceiling.py": Job(script("gae_parzen_ceiling.py", "--runs", str(runs), "--layers", "1",
@@ -242,6 +245,14 @@ def test_gae_parzen_ceiling(smoke):
     rows = json.loads((out / "gae-nll" / "ceiling.json").read_text())
     assert [r["samples"] for r in rows][:3] == ["generation", "z at the mode", "z averaged out"]
     assert "| 1 | generation |" in done.out
+
+
+def test_disentanglement(smoke):
+    out, done = result(smoke, "disentanglement.py")
+    assert "| method | seeds | steps | train min | mig | sap |" in done.out and "| dip2 | 1 | 1 |" in done.out
+    rows = json.loads((out / "disentanglement" / "summary.json").read_text())["rows"]
+    assert [(r["method"], r["steps"]) for r in rows] == [("vae", 1), ("dip2", 1)]
+    assert (out / "disentanglement" / "dip2-s0" / "plots" / "traversals.png").exists()
 
 
 def test_the_smoke_runs_are_quick(smoke):
