@@ -112,13 +112,23 @@ def parser() -> argparse.ArgumentParser:
     _allow_pickle_option(t)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="importance-sampled log-likelihood and ELBO of a trained run")
+    e = sub.add_parser("evaluate", help="importance-sampled log-likelihood and ELBO of a trained run "
+                                        "(or --metrics disentanglement)")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--split", choices=["train", "valid", "test"], default="test")
     e.add_argument("--num-samples", "-k", type=_positive_int, default=5000, metavar="K",
                    help="importance samples per point")
     e.add_argument("--limit", type=_positive_int, metavar="N", help="evaluate only the first N points of the split")
-    e.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
+    e.add_argument("--seed", type=int, default=0, help="seed of the importance samples (or of the metrics)")
+    e.add_argument("--metrics", choices=["likelihood", "disentanglement"], default="likelihood",
+                   help="likelihood: the ELBO and importance-sampled log p(x); disentanglement (data with known "
+                        "factors, e.g. dsprites): the metrics, traversals and KL per dimension, written into RUN_DIR")
+    e.add_argument("--only", nargs="+", metavar="METRIC", help="disentanglement: these metrics only "
+                   "(beta_vae factor_vae mig dci sap)")
+    e.add_argument("--size", choices=["quick", "full"], default="quick",
+                   help="disentanglement: quick (300-2000 points, DCI with 10 trees: minutes) or full "
+                        "(disentanglement_lib's settings: an hour or more on a CPU)")
+    e.add_argument("--dci-trees", type=_positive_int, metavar="K", help="disentanglement: DCI's boosted trees per factor")
     _allow_pickle_option(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -319,6 +329,8 @@ def cmd_evaluate(args) -> None:
     from pyro_vae.train import load_run
 
     exp, state = load_run(args.run_dir, allow_pickle=args.allow_pickle)
+    if args.metrics == "disentanglement":
+        return _evaluate_disentanglement(args, exp, state)
     x = exp.data.split(args.split)[: args.limit]
     if not len(x):
         raise ConfigError(f"the {args.split} split of {args.run_dir}'s data is empty: evaluate another --split")
@@ -335,6 +347,16 @@ def cmd_evaluate(args) -> None:
     print(json.dumps({"split": args.split, "points": len(x), **exp.inference.evaluate(x),
                       "log_likelihood": ll.mean, "stderr": ll.stderr, "num_samples": args.num_samples},
                      indent=2))
+
+
+def _evaluate_disentanglement(args, exp, state) -> None:
+    """The metric table, traversals and KL per dimension, into the run directory."""
+    from pyro_vae.disentanglement_report import write_disentanglement
+    from pyro_vae.evaluation.disentanglement import METRICS
+
+    record = write_disentanglement(exp, state, args.run_dir, args.only or tuple(METRICS), size=args.size,
+                                   seed=args.seed, dci_trees=args.dci_trees, progress=True)
+    print(json.dumps(record, indent=2))
 
 
 def cmd_sample(args) -> None:

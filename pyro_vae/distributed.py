@@ -320,6 +320,23 @@ def global_mean(value: torch.Tensor, count: int) -> torch.Tensor:
     return (packed[:-1] / packed[-1]).to(value.dtype).reshape(value.shape)
 
 
+def batch_statistic(value: torch.Tensor, count: int) -> torch.Tensor:
+    """A batch mean ``value`` over this rank's ``count`` rows (any shape, with gradients)
+    made the mean over the *global* batch, for a loss that is a nonlinear function of it.
+
+    The value returned is the global mean on every rank (:func:`global_mean`); its
+    gradient is that of ``value``, the local mean (``value + (global − value).detach()``).
+    The gradient sync sums ``(b_r / B) ∇ value_r`` over ranks, which is ``∇`` of the global
+    mean, so ``f(batch_statistic(m, b))`` has exactly the single-process gradient
+    ``f'(m) ∇m`` on the whole global batch for any ``f`` (a covariance penalty,
+    ``|KL − C|``). Alone: ``value`` itself. One all-reduce: pack several statistics into one
+    tensor.
+    """
+    if not is_active():
+        return value
+    return value + (global_mean(value.detach(), count) - value.detach())
+
+
 _step_weight = 1.0
 
 

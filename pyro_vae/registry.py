@@ -40,6 +40,7 @@ from pyro_vae.inference import (
     WakeSleepConfig,
 )
 from pyro_vae.inference.adversarial_ae import AdversarialAE, AdversarialAEConfig
+from pyro_vae.inference.regularisers import REGULARISERS
 from pyro_vae.models import flow, gae, hvae, pixelgan, vae, vlae
 
 
@@ -50,7 +51,8 @@ class Family:
     (None: a Pyro ELBO); ``exclusive``: the family trains with that objective only (it
     holds training terms of its own that a Pyro ELBO on the story would leave out);
     ``check_data(config, data)`` refuses data the family cannot model, before training
-    (default: the decoder's ``[model] likelihood`` must suit them)."""
+    (default: the decoder's ``[model] likelihood`` must suit them); ``regularised``: its
+    objective takes ``[inference] regulariser`` (:mod:`pyro_vae.inference.regularisers`)."""
 
     config: type
     build: Callable
@@ -59,6 +61,7 @@ class Family:
     objective: Optional[Callable] = None
     exclusive: bool = False
     check_data: Optional[Callable] = None
+    regularised: bool = False
 
 
 def check_decoder_data(config, data) -> None:
@@ -88,10 +91,10 @@ class Algorithm:
 LATENT_VARIABLE = Capabilities(has_guide=True)
 
 FAMILIES: dict[str, Family] = {
-    "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective),
+    "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective, regularised=True),
     "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True, collapsible=True,
                                                          latent_sites=("y", "z")),
-                  gae.GAE, objective=gae.objective, exclusive=True),
+                  gae.GAE, objective=gae.objective, exclusive=True, regularised=True),
     # Hierarchies (issue 21): several latent layers, top first in latent_layers.
     "hvae": Family(hvae.HVAEConfig, hvae.build, Capabilities(has_guide=True, latent_sites=hvae.LEVELS,
                                                             latent_layers=hvae.LEVELS),
@@ -117,6 +120,13 @@ def _svi(config, module: nn.Module, family: Optional[Family]) -> SVI:
         raise ConfigError(
             f"[inference] elbo = {elbo!r} would train the {config.model.name!r} model's story without its "
             "own training terms (its estimator and penalty): use elbo = \"auto\"")
+    if inf.regulariser not in REGULARISERS:
+        raise ConfigError(f"[inference] regulariser = {inf.regulariser!r} is unknown: choose one of {list(REGULARISERS)}")
+    if inf.regulariser != "none" and not (elbo == "auto" and family is not None and family.regularised):
+        raise ConfigError(
+            f"[inference] regulariser = {inf.regulariser!r} is a term of the VAE's and the GAE's own objectives: "
+            f"use elbo = \"auto\" with [model] name = \"vae\" or \"gae\" (here elbo = {elbo!r}, "
+            f"[model] name = {config.model.name!r})")
     if elbo == "auto" and family is not None and family.objective is not None:
         elbo = family.objective(config, module, num_particles=inf.num_particles)
     elif elbo == "auto":

@@ -130,6 +130,9 @@ def jobs(out: Path) -> dict[str, Job]:
                                           "--hidden-size", "32", "--out", str(out / "matrix_step_time"))),
         "gae_iwae_nll.py": Job(script("gae_iwae_nll.py", "--epochs", "1", "--n-train", "300", "--n-valid", "100",
                                       "--eval-samples", "5", "--eval-points", "10", "--out", str(out / "gae_iwae_nll"))),
+        "disentanglement.py": Job(script("disentanglement.py", "--methods", "vae", "dip2", "--seeds", "0",
+                                         "--epochs", "1", "--train-size", "64", "--only", "mig", "sap",
+                                         "--out", str(out / "disentanglement"))),
         "gae_bandwidth.py": Job(script("gae_bandwidth.py", str(runs / "vae-L1"), "--scales", "1", "2",
                                        "--points", "10", "--samples", "5"), after="gae-nll"),
         "gae_parzen_ceiling.py": Job(script("gae_parzen_ceiling.py", "--runs", str(runs), "--layers", "1",
@@ -325,6 +328,12 @@ def test_gae_iwae_nll(smoke):
     rows = json.loads((out / "gae_iwae_nll" / "summary.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["svi", "iwae5", "iwae50"]
     assert "| 1 | iwae50 |" in done.out and "best IWAE-trained GAE" in done.out
+def test_disentanglement(smoke):
+    out, done = result(smoke, "disentanglement.py")
+    assert "| method | seeds | steps | train min | mig | sap |" in done.out and "| dip2 | 1 | 1 |" in done.out
+    rows = json.loads((out / "disentanglement" / "summary.json").read_text())["rows"]
+    assert [(r["method"], r["steps"]) for r in rows] == [("vae", 1), ("dip2", 1)]
+    assert (out / "disentanglement" / "dip2-s0" / "plots" / "traversals.png").exists()
 
 
 def test_the_smoke_runs_are_quick(smoke):

@@ -71,7 +71,8 @@ def test_bad_overrides_are_refused():
     ('[model]\nz_dim = 3\nleave_one_out = false\n', r"'leave_one_out' belongs to 'gae'.*the keys of 'vae' are"),
     ('[inference]\nname = "svi"\nhmc_steps = 2\n',
      r"\[inference\]: unknown key\(s\) \['hmc_steps'\] for name = 'svi' \('hmc_steps' belongs to 'mcem'\); "
-     r"the keys of 'svi' are \['elbo', 'kl_weight', 'name', 'num_particles', 'warmup_epochs'\]"),
+     r"the keys of 'svi' are \['capacity_gamma', 'capacity_max', 'capacity_steps', 'dip_factor', 'dip_lambda_od', "
+     r"'elbo', 'kl_weight', 'name', 'num_particles', 'regulariser', 'warmup_epochs'\]"),
     ('[inference]\nname = "wake_sleep"\nnum_particles = 3\n',
      r"'num_particles' belongs to 'iwae', 'rws', 'svi', 'vimco'\); the keys of 'wake_sleep' are "
      r"\['name', 'sleep_batch_size'\]"),

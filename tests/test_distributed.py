@@ -207,6 +207,41 @@ def test_two_processes_take_the_single_process_steps(tmp_path, monkeypatch, comb
         "checkpoint.pt", "config.toml", "data.json", "log.csv"]
 
 
+REGULARISED_WORKER = WORKER.replace(
+    "from pyro_vae import distributed",
+    "torch.randn = lambda *shape, dtype=None, device=None: torch.zeros(*shape, dtype=dtype, device=device)\n"
+    "from pyro_vae import distributed")
+
+
+@pytest.mark.parametrize("regulariser", ["dip_vae_ii", "capacity"])
+def test_regularised_data_parallel_training_takes_the_single_process_steps(tmp_path, monkeypatch, regulariser):
+    """DIP-VAE's covariance and the capacity's |KL − C| are nonlinear in batch moments:
+    gathered across 2 processes (shards of 49 and 50 rows), the step is the single-process
+    step on the global batch, so the parameters and logs equal one process's."""
+    overrides = FAST + ["budget.epochs=2", "data.batch_size=99", f"inference.regulariser={regulariser}",
+                        "inference.capacity_steps=10", "inference.capacity_max=3.0", "inference.capacity_gamma=5.0"]
+    script, port = tmp_path / "worker.py", free_port()
+    script.write_text(REGULARISED_WORKER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "dist"), str(tmp_path / f"rank{r}.pt"),
+                               json.dumps(overrides)], env=rank_env(r, 2, port, PYRO_VAE_DIST_TIMEOUT="60"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    no_noise(monkeypatch)
+    monkeypatch.setattr(torch, "randn", lambda *shape, dtype=None, device=None: torch.zeros(*shape, dtype=dtype,
+                                                                                          device=device))
+    _, single = train(Config().with_overrides(overrides), tmp_path / "single", progress=False)
+    for code, err in wait_all(procs):
+        assert code == 0, err
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert tensors_equal(ranks[0]["module"], ranks[1]["module"]) == ""
+    a, b = checkpoint.load(tmp_path / "dist" / "checkpoint.pt"), checkpoint.load(tmp_path / "single" / "checkpoint.pt")
+    assert a["inference"]["objective"] == b["inference"]["objective"]  # the capacity's step count
+    for name, t in b["module"].items():
+        torch.testing.assert_close(a["module"][name], t, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    for key in ("train_elbo", "valid_elbo"):
+        assert [row[key] for row in a["state"]["history"]] == pytest.approx(
+            [row[key] for row in single.history], rel=1e-5)
+
+
 GAE_WORKER = textwrap.dedent("""
     import functools, json, sys, torch
     from pyro_vae import distributed

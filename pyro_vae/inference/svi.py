@@ -37,7 +37,7 @@ Speed (see ``benchmarks/step_time.py``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import pyro
 import pyro.infer
@@ -66,6 +66,18 @@ class SVIConfig:
     kl_weight: float = 1.0
     #: Warm-up epochs T: β rises linearly as min(1, epoch / T) (0: no warm-up).
     warmup_epochs: int = 0
+    #: A regulariser of the latent term (pyro_vae.inference.regularisers): "none",
+    #: "dip_vae_i", "dip_vae_ii" (DIP-VAE), "capacity" (β-VAE's capacity annealing);
+    #: with elbo = "auto", for the families whose objective takes one (vae, gae).
+    regulariser: str = "none"
+    #: DIP-VAE: λ_od, the weight of the off-diagonal covariances; λ_d = dip_factor · λ_od
+    #: (dip_factor unset: 10 for DIP-VAE-I, 1 for DIP-VAE-II).
+    dip_lambda_od: float = 10.0
+    dip_factor: Optional[float] = None
+    #: Capacity: γ |KL − C(t)|, C rising linearly to capacity_max nats over capacity_steps steps.
+    capacity_max: float = 25.0
+    capacity_steps: int = 100000
+    capacity_gamma: float = 1000.0
 
 
 class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):

@@ -48,6 +48,7 @@ all ``n`` components, encoded with the current parameters.
 from __future__ import annotations
 
 from pyro_vae.data.binarize import bernoulli_sample
+from pyro_vae.inference.regularisers import make_regulariser
 from pyro_vae.models.gae.config import GAEConfig
 from pyro_vae.models.gae.em import EM, EMConfig
 from pyro_vae.models.gae.estimators import ESTIMATORS
@@ -101,7 +102,8 @@ def objective(config, gae: GAE, deferred: bool = True, num_particles: int = 1) -
     """The GAE's training objective ``config`` declares (the estimator and the penalty)."""
     m = config.model
     return ExemplarELBO(gae, m.estimator, m.neighbours, m.tail, m.fresh, m.refresh_every, deferred=deferred,
-                        penalty=MomentPenalty(m.lambda1, m.lambda2), num_particles=num_particles)
+                        penalty=MomentPenalty(m.lambda1, m.lambda2), num_particles=num_particles,
+                        regulariser=make_regulariser(config.inference))
 
 
 __all__ = [

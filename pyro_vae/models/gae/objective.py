@@ -91,11 +91,14 @@ class ExemplarELBO(nn.Module):
         deferred: (``"knn"``) keep the gradients w.r.t. cached components for later.
         penalty: the ``λ`` penalty (:class:`MomentPenalty`); None: none.
         num_particles: draws of ``z`` per point, averaged.
+        regulariser: a latent-term regulariser (DIP-VAE, capacity:
+            :mod:`pyro_vae.inference.regularisers`), or None.
     """
 
     def __init__(self, gae: nn.Module, estimator: str = "knn", neighbours: int = 32, tail: int = 300,
                  fresh: int = 0, refresh_every: Optional[int] = None, improve: bool = False,
-                 deferred: bool = True, penalty: Optional[MomentPenalty] = None, num_particles: int = 1):
+                 deferred: bool = True, penalty: Optional[MomentPenalty] = None, num_particles: int = 1,
+                 regulariser: Optional[nn.Module] = None):
         super().__init__()
         for name, v, low in (("neighbours", neighbours, 0), ("tail", tail, 0), ("fresh", fresh, 0),
                              ("refresh_every", 0 if refresh_every is None else refresh_every, 0),
@@ -108,6 +111,7 @@ class ExemplarELBO(nn.Module):
         self.refresh_every, self.improve, self.deferred = refresh_every, improve, deferred
         self.penalty = penalty if penalty is not None else MomentPenalty(0.0, 0.0)
         self.num_particles = num_particles
+        self.regulariser = regulariser  # a submodule: its state (a step count) checkpoints with the cache
         n = self.prior.num_exemplars
         self.bank = ExemplarBank(n, self.prior.z_dim, min(neighbours, n - 1),
                                  shared_scale=self.prior.bandwidth is not None,
@@ -146,7 +150,11 @@ class ExemplarELBO(nn.Module):
         log_q = (-0.5 * eps.pow(2).sum() / num_draws - scale_x.log().sum()
                  - 0.5 * scale_x.numel() * math.log(2 * math.pi))
         log_prior = (stats.log_prob_table(z) + pool.logits).logsumexp(-1).sum() / num_draws
-        loss = -scale_n * (log_lik + beta * (log_prior - log_q))
+        if self.regulariser is None:
+            loss = -scale_n * (log_lik + beta * (log_prior - log_q))
+        else:  # the latent term R(KL̄, μ, σ; β) of pyro_vae.inference.regularisers, KL̄ estimated
+            n = num_data or len(x)
+            loss = -scale_n * log_lik + n * self.regulariser((log_q - log_prior) / len(x), loc_x, scale_x, beta)
         if self.penalty:
             loss = loss + scale_n * self.penalty(loc_x, scale_x).sum()
         deferred = self._knn and self.deferred and torch.is_grad_enabled()

@@ -7,6 +7,7 @@ from typing import Union
 from torch import nn
 
 from pyro_vae.guides import DiagonalNormalGuide, GaussianEncoder, IAFGuide
+from pyro_vae.inference.regularisers import make_regulariser
 from pyro_vae.models.vae.config import VAEConfig
 from pyro_vae.models.vae.flow_prior import MAFPrior
 from pyro_vae.models.vae.model import LIKELIHOODS, VAE, Decoder, StandardNormal
@@ -57,10 +58,16 @@ def build(config, data) -> VAE:
 
 def objective(config, vae: VAE, num_particles: int = 1) -> Union[MeanFieldELBO, MonteCarloELBO]:
     """What ``[inference] elbo = "auto"`` trains the VAE with, computed directly: estimator B
-    (the closed-form KL) for the diagonal guide and N(0, I); estimator A (a Monte Carlo KL)
-    when the guide or the prior is a flow, which have no closed-form KL."""
+    (the closed-form KL) for the diagonal guide and N(0, I), with ``[inference]
+    regulariser``'s latent term; estimator A (a Monte Carlo KL) when the guide or the prior
+    is a flow, which have no closed-form KL."""
+    regulariser = make_regulariser(config.inference)
     if has_closed_form_kl(vae):
-        return MeanFieldELBO(vae, num_particles)
+        return MeanFieldELBO(vae, num_particles, regulariser)
+    if regulariser is not None:
+        raise ValueError(f"[inference] regulariser = {config.inference.regulariser!r} acts on the diagonal guide's "
+                         "moments and the closed-form KL, which a flow guide or a flow prior does not have: use "
+                         "[guide] name = \"diagonal_normal\" and [model] prior = \"normal\" with it")
     return MonteCarloELBO(vae, num_particles)
 
 

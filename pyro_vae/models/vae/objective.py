@@ -8,7 +8,9 @@ For a minibatch ``x`` of ``B`` points of a data set of ``N``,
     \frac{N}{B} \sum_b \Bigl( \frac1K \sum_k \log p_θ(x_b | z_{bk}) − β\,\mathrm{KL}\bigl(q_φ(z|x_b) \,\|\, p(z)\bigr) \Bigr),
     \qquad z_{bk} = μ_φ(x_b) + σ_φ(x_b) ⊙ ε_{bk},
 
-with β the latent sites' weight (KL warm-up, β-VAE). It is
+with β the latent sites' weight (KL warm-up, β-VAE). With a regulariser
+(:mod:`pyro_vae.inference.regularisers`: DIP-VAE, capacity annealing) the latent term
+``β Σ_b KL_b`` becomes ``B · R(KL̄, μ_φ, σ_φ; β)``. Without one it is
 ``pyro.infer.TraceMeanField_ELBO`` on ``vae.model`` / ``vae.guide`` under
 ``scale_latents(β)`` (the tests check values and gradients), without Pyro's per-step
 tracing: one encoder pass, the decoder, the prior component's closed-form KL. That is
@@ -30,6 +32,7 @@ from torch import nn
 
 from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.inference.base import StatelessObjective
+from pyro_vae.inference.regularisers import Regulariser
 
 
 def has_closed_form_kl(vae: nn.Module) -> bool:
@@ -44,16 +47,17 @@ class MeanFieldELBO(StatelessObjective):
         vae: the model: a :class:`DiagonalNormalGuide` (its encoder gives ``μ_φ, σ_φ``),
             a ``decoder`` and a ``prior`` with a closed-form ``kl(loc, scale)``.
         num_particles: draws of ``z`` per point, averaged.
+        regulariser: the latent term's regulariser (DIP-VAE, capacity), or None.
     """
 
-    def __init__(self, vae: nn.Module, num_particles: int = 1):
+    def __init__(self, vae: nn.Module, num_particles: int = 1, regulariser: Optional[Regulariser] = None):
         if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {num_particles!r}")
         if not has_closed_form_kl(vae):
             raise ValueError(f"estimator B needs a diagonal-Normal guide and a prior with a closed-form KL, "
                              f"not {type(vae.guide).__name__} and {type(vae.prior).__name__}: train this "
                              "model with a Monte Carlo KL (MonteCarloELBO, or [inference] elbo = \"trace\")")
-        self.vae, self.num_particles = vae, num_particles
+        self.vae, self.num_particles, self.regulariser = vae, num_particles, regulariser
 
     def differentiable_loss(self, x: torch.Tensor, index: Optional[torch.Tensor], num_data: Optional[int],
                             beta: float = 1.0) -> torch.Tensor:
@@ -63,8 +67,19 @@ class MeanFieldELBO(StatelessObjective):
         shape = loc.shape if self.num_particles == 1 else (self.num_particles,) + loc.shape
         z = loc + scale * torch.randn(shape, dtype=loc.dtype, device=loc.device)
         log_lik = self.vae.decoder.total_log_prob(z, x) / self.num_particles
-        elbo = log_lik - beta * self.vae.prior.kl(loc, scale).sum()
-        return -((num_data or len(x)) / len(x)) * elbo
+        kl = self.vae.prior.kl(loc, scale).sum()
+        n = num_data or len(x)
+        if self.regulariser is None:
+            return -(n / len(x)) * (log_lik - beta * kl)
+        return -(n / len(x)) * log_lik + n * self.regulariser(kl / len(x), loc, scale, beta)
+
+    def state_dict(self) -> dict:
+        """The regulariser's state (a capacity's step count), if any."""
+        return {} if self.regulariser is None else {"regulariser": dict(self.regulariser.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.regulariser is not None and "regulariser" in state:
+            self.regulariser.load_state_dict(state["regulariser"])
 
 
 class MonteCarloELBO(StatelessObjective):
