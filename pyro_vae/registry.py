@@ -242,13 +242,11 @@ def missing_capabilities(capabilities: Capabilities, algorithm: str, hint: bool 
            ("exact_log_prob", False): "a latent z that generates x (a flow is trained by \"mle\")",
            ("reparameterized_story", True):
                "a story that is a differentiable function of noise, to be the generator (an autoregressive "
-               "decoder draws each pixel given the pixels drawn before it, so its images carry no gradient to "
-               "its parameters: train it with \"adversarial_ae\")",
+               "decoder draws each pixel given those drawn before it: train it with \"adversarial_ae\")",
            ("has_encoder", True): "an encoder q(z|x) whose code the discriminator matches to the prior",
            ("aggregate_prior", False):
-               "a prior apart from the encoder's codes (the adversarial term matches the aggregate posterior "
-               "E_x q(z|x) to p(z); the exemplar prior is that aggregate posterior already, so the discriminator "
-               "has nothing to tell apart: train it with \"svi\")"}
+               "a prior apart from the encoder's codes (the exemplar prior is the aggregate posterior "
+               "E_x q(z|x) itself, so the discriminator has nothing to tell apart: train it with \"svi\")"}
     needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
     if hint and ("exact_log_prob", True) in missing.items():
         needs += "; a latent-variable model trains with \"svi\" and the others"
