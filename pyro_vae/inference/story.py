@@ -137,8 +137,8 @@ class Layout:
 
     @classmethod
     def of(cls, program: Callable, *args) -> "Layout":
-        """Trace ``program(*args)`` (stopped at ``"x"``, RNG and parameter store untouched by
-        the caller's care) and lay out its unobserved sample sites."""
+        """Trace ``program(*args)`` stopped at ``"x"`` and lay out its unobserved sample sites
+        (the caller keeps the RNG, e.g. under :func:`~pyro_vae.traces.preserved_rng`)."""
         tracer = poutine.trace(_stopped_at_x(program))
         tracer(*args)
         blocks, size = {}, 0
