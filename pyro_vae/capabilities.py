@@ -31,6 +31,18 @@ class Capabilities:
             scalable estimator, ``objective.collapsed(x, index, num_data)``, see
             :mod:`pyro_vae.inference.base`). The GAE: ``y`` summed out, ``z`` from the mixture.
         can_sample: ``model(None, num_data=n)`` generates n points.
+        reparameterized_story: the story run forwards is a differentiable function of
+            parameter-free noise, as a GAN's generator must be: every latent drawn as one
+            (a Normal given its parents; a discrete draw only from fixed probabilities,
+            which carry no parameter to differentiate), and an image of ``x`` (the mean
+            or a relaxed sample of ``p(x|z)``) computed from the latents in one pass.
+            False for an autoregressive decoder, which draws each pixel given the drawn
+            pixels before it.
+        has_encoder: a recognition network ``q(z|x)`` whose code is a differentiable
+            function of ``x`` and noise: the guide, or an encoder that is no ELBO guide
+            (the PixelGAN autoencoder's, whose code is matched adversarially).
+        aggregate_prior: the prior is the aggregate posterior ``E_x q(z|x)`` itself (the
+            exemplar mixture of the encoder's codes), not a distribution of its own.
         latent_sites: the names of the per-point latent sample sites, in order.
         latent_layers: for a model with several continuous latent layers (a hierarchy),
             their sites, top (furthest from x) first; empty for one layer. Per-layer
@@ -43,6 +55,9 @@ class Capabilities:
     enumerated_latents: bool = False
     collapsible: bool = False
     can_sample: bool = True
+    reparameterized_story: bool = True
+    has_encoder: bool = True
+    aggregate_prior: bool = False
     latent_sites: tuple[str, ...] = ("z",)
     latent_layers: tuple[str, ...] = ()
     event_shape: Optional[tuple[int, ...]] = None

@@ -93,14 +93,15 @@ LATENT_VARIABLE = Capabilities(has_guide=True)
 FAMILIES: dict[str, Family] = {
     "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective, regularised=True),
     "gae": Family(gae.GAEConfig, gae.build, Capabilities(has_guide=True, enumerated_latents=True, collapsible=True,
-                                                         latent_sites=("y", "z")),
+                                                         aggregate_prior=True, latent_sites=("y", "z")),
                   gae.GAE, objective=gae.objective, exclusive=True, regularised=True),
     # Hierarchies (issue 21): several latent layers, top first in latent_layers.
     "hvae": Family(hvae.HVAEConfig, hvae.build, Capabilities(has_guide=True, latent_sites=hvae.LEVELS,
                                                             latent_layers=hvae.LEVELS),
                    hvae.HVAE, objective=hvae.objective),
     "gae2": Family(hvae.GAE2Config, hvae.build_gae2,
-                   Capabilities(has_guide=True, enumerated_latents=True, latent_sites=("y",) + hvae.LEVELS,
+                   Capabilities(has_guide=True, enumerated_latents=True, collapsible=True, aggregate_prior=True,
+                                latent_sites=("y",) + hvae.LEVELS,
                                 latent_layers=hvae.LEVELS),
                    hvae.HierarchicalGAE, objective=hvae.gae2_objective, exclusive=True),
     "vlae": Family(vlae.VLAEConfig, vlae.build, Capabilities(has_guide=True, latent_sites=("z3", "z2", "z1"),
@@ -174,8 +175,9 @@ def _vimco(config, module, family) -> VIMCO:
 
 
 def _em(config, module, family) -> gae.EM:
-    if family is None or family.objective is None or family.model_class is not gae.GAE:
-        raise ConfigError("[inference] name = \"em\" fits a model with an exemplar prior: use [model] name = \"gae\"")
+    if family is None or family.objective is None:
+        raise ConfigError("[inference] name = \"em\" uses the exemplar prior's estimator and cache: build the model "
+                          "from a [model] family (\"gae\" or \"gae2\")")
     inf = config.inference
     return gae.EM(module, family.objective(config, module, deferred=False), config.optim.name, config.optim.lr,
                   m_steps=inf.m_steps, num_samples=inf.num_samples)
@@ -208,7 +210,10 @@ def _adversarial_ae(config, module, family) -> AdversarialAE:
 #: Every latent sampled (importance weights, wake phases, HMC): a model with enumerated
 #: latents qualifies when its family sums them out (Capabilities.collapsible).
 _SAMPLED = {"has_guide": True, "sampled_story": True}
-_GENERATOR = {"can_sample": True, "exact_log_prob": False}
+#: A GAN's generator: the story run forwards as a differentiable function of noise.
+_GENERATOR = {"can_sample": True, "exact_log_prob": False, "reparameterized_story": True}
+#: The adversarial autoencoder: a code from an encoder, matched to a prior of its own.
+_ADVERSARIAL_CODE = {"has_encoder": True, "aggregate_prior": False}
 
 ALGORITHMS: dict[str, Algorithm] = {
     "svi": Algorithm(SVIConfig, _svi, {"has_guide": True}),
@@ -221,7 +226,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "mle": Algorithm(MLEConfig, _mle, {"exact_log_prob": True}),
     "wgan": Algorithm(WGANConfig, _wgan, _GENERATOR, scores_likelihood=False),
     "wgan_gp": Algorithm(WGANGPConfig, _wgan_gp, _GENERATOR, scores_likelihood=False),
-    "adversarial_ae": Algorithm(AdversarialAEConfig, _adversarial_ae, {"exact_log_prob": False}),
+    "adversarial_ae": Algorithm(AdversarialAEConfig, _adversarial_ae, _ADVERSARIAL_CODE),
 }
 
 
@@ -244,7 +249,14 @@ def missing_capabilities(capabilities: Capabilities, algorithm: str, hint: bool 
            ("enumerated_latents", True): "enumerated discrete latents (an exemplar prior)",
            ("exact_log_prob", True): "an exact log-density (a normalizing flow)",
            ("can_sample", True): "a model that can sample x given z, to be the generator",
-           ("exact_log_prob", False): "a latent z that generates x (a flow is trained by \"mle\")"}
+           ("exact_log_prob", False): "a latent z that generates x (a flow is trained by \"mle\")",
+           ("reparameterized_story", True):
+               "a story that is a differentiable function of noise, to be the generator (an autoregressive "
+               "decoder draws each pixel given those drawn before it: train it with \"adversarial_ae\")",
+           ("has_encoder", True): "an encoder q(z|x) whose code the discriminator matches to the prior",
+           ("aggregate_prior", False):
+               "a prior apart from the encoder's codes (the exemplar prior is the aggregate posterior "
+               "E_x q(z|x) itself, so the discriminator has nothing to tell apart: train it with \"svi\")"}
     needs = "; ".join(why.get((k, v), f"{k} = {v}") for k, v in missing.items())
     if hint and ("exact_log_prob", True) in missing.items():
         needs += "; a latent-variable model trains with \"svi\" and the others"

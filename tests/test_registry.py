@@ -215,7 +215,8 @@ def test_capabilities_of_vae_and_gae_instances_are_their_families(digits):
     assert vae.capabilities == Capabilities(has_guide=True, exact_log_prob=False, enumerated_latents=False,
                                             can_sample=True, latent_sites=("z",), event_shape=(1, 8, 8))
     assert gae.capabilities == Capabilities(has_guide=True, exact_log_prob=False, enumerated_latents=True,
-                                            collapsible=True, can_sample=True, latent_sites=("y", "z"), event_shape=(1, 8, 8))
+                                            collapsible=True, can_sample=True, aggregate_prior=True,
+                                            latent_sites=("y", "z"), event_shape=(1, 8, 8))
     for module, name in ((vae, "vae"), (gae, "gae")):
         assert capabilities_of(module) == module.capabilities
         # what the registry declares (before the data set fixes the event shape)

@@ -16,12 +16,16 @@ by **weight clipping** to ``[−c, c]`` after each of its steps (WGAN: c = 0.01,
 ``λ E_{x̂}[(‖∇_{x̂} f(x̂)‖₂ − 1)²]`` at ``x̂ = u x + (1 − u) x̃``, ``u ~ U[0, 1]`` per point
 (WGAN-GP: λ = 10, Adam 1e-4 with β = (0, 0.9), n_critic = 5).
 
-**The generator is the model's story.** Any package model with a continuous latent site
-``z`` of Normal prior and an observed site ``x`` (the VAE, and any user model of that
-shape) is a generator: :class:`StoryGenerator` runs ``module.model(None, None, B)`` with
-``z = loc + scale · ε`` (ε drawn by the algorithm, so that gradients flow to whatever
-the prior's and decoder's parameters are) and takes, at the ``x`` site, the generated
-image from the site's distribution ``p_θ(x|z)``:
+**The generator is the model's story.** Any package model whose story is a
+differentiable function of parameter-free noise (``Capabilities.reparameterized_story``:
+the VAE, the hierarchies, the GAE, and any user model of that shape) is a generator:
+:class:`StoryGenerator` runs ``module.model(None, None, B)`` with every latent drawn from
+its block of ``ε`` (:mod:`pyro_vae.inference.story`; ε drawn by the algorithm, so that
+gradients flow to whatever the prior's and decoder's parameters are): a Normal latent as
+``loc + scale · ε`` given the layers above it (a hierarchy's every layer from its prior,
+top first), the GAE's data index ``y`` from its fixed uniform and then ``z | y`` as
+``μ_y + σ_y · ε`` (so the GAE's encoder, which makes its prior, is a generator parameter
+too). At the ``x`` site it takes the generated image from the site's distribution ``p_θ(x|z)``:
 
 * ``output = "mean"`` (default): ``E[x|z]``, the Bernoulli probabilities or the
   Gaussian mean. It is a smooth function of θ, so the critic's gradient reaches the
@@ -65,7 +69,6 @@ from typing import Optional, Sequence
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from pyro_vae import distributed
@@ -73,6 +76,7 @@ from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.base import Inference
 from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
+from pyro_vae.inference.story import Layout, Reparameterized
 from pyro_vae.nets.critic import CRITICS, Critic
 from pyro_vae.plates import module_registration_skipped
 from pyro_vae.traces import preserved_rng
@@ -169,37 +173,6 @@ class SharedNoise:
 # ----------------------------------------------------------------------------- the generator
 
 
-def normal_base(fn) -> pyro.distributions.Normal:
-    """The Normal under ``Independent`` / ``expand`` wrappers of a latent site's
-    distribution, or a :class:`ConfigError`: the generator's noise is ``z = loc + scale·ε``."""
-    base = fn
-    while hasattr(base, "base_dist"):
-        base = base.base_dist
-    if not isinstance(base, torch.distributions.Normal):
-        raise ConfigError(f"a generator draws its latent as z = loc + scale * eps, so its prior must be Normal; "
-                          f"this model's is {type(base).__name__}: train it with \"svi\" instead")
-    return base
-
-
-class _Generate(Messenger):
-    """Run a story forwards with its latent site ``latent`` set to ``loc + scale·ε`` and
-    its site ``"x"`` set to the generated image (``output`` of ``p(x|z)``), no draw made."""
-
-    def __init__(self, latent: str, eps: torch.Tensor, output: str, temperature: float, noise):
-        super().__init__()
-        self.latent, self.eps, self.output, self.temperature, self.noise = latent, eps, output, temperature, noise
-        self.x: Optional[torch.Tensor] = None
-
-    def _pyro_sample(self, msg) -> None:
-        if msg["name"] == self.latent:
-            base = normal_base(msg["fn"])
-            msg["value"] = base.loc + base.scale * self.eps
-            msg["done"] = True
-        elif msg["name"] == "x":
-            self.x = msg["value"] = generated_x(msg["fn"], self.output, self.temperature, self.noise)
-            msg["done"] = True
-
-
 def generated_x(fn, output: str, temperature: float, noise) -> torch.Tensor:
     """The generated image of ``p(x|z) = fn`` (a Bernoulli or Normal, possibly under
     ``Independent``): its mean, or a relaxed sample whose noise ``noise(tail)`` draws."""
@@ -219,39 +192,36 @@ def generated_x(fn, output: str, temperature: float, noise) -> torch.Tensor:
 
 
 class StoryGenerator:
-    """``ε (B, *z_shape) -> x (B, *event_shape)``: the module's story run forwards at
-    ``z = loc + scale·ε`` (see the module docstring); :attr:`parameters` are the module's
-    parameters that ``x`` depends on, found by autograd on a 2-point run."""
+    """``ε (B, D) -> x (B, *event_shape)``: the module's story run forwards with every
+    latent drawn from its block of ``ε`` (:mod:`pyro_vae.inference.story`: each layer of a
+    hierarchy given the ones above, the GAE's index from its fixed uniform) and ``x`` the
+    image of ``p(x|z)`` (see the module docstring); :attr:`z_shape` is ``(D,)``;
+    :attr:`parameters` are the module's parameters that ``x`` depends on, found by
+    autograd on a 2-point run."""
 
     def __init__(self, module: nn.Module, output: str = "mean", temperature: float = 0.5,
                  noise: Optional[SharedNoise] = None):
-        caps = capabilities_of(module)
-        if not caps.can_sample:
+        if not capabilities_of(module).can_sample:
             raise ConfigError(f"{type(module).__name__} cannot sample, so it cannot be a generator: train it with an "
                               "algorithm that does not generate")
-        if len(caps.latent_sites) != 1:
-            raise ConfigError(f"a generator draws one continuous latent site; {type(module).__name__} has "
-                              f"{list(caps.latent_sites)} (a discrete mixture prior): use [model] name = \"vae\"")
         if output not in OUTPUTS:
             raise ConfigError(f"[inference] output = {output!r}: choose one of {list(OUTPUTS)}")
         if output == "relaxed" and not temperature > 0:
             raise ConfigError(f"[inference] temperature must be positive, got {temperature}")
         self.module, self.output, self.temperature = module, output, temperature
-        self.latent = caps.latent_sites[0]
         self.noise = noise
         with preserved_rng(), poutine.block():
-            self.z_shape = self._z_shape()
+            self.layout = self._layout()
+            self.z_shape = (self.layout.size,)
             self.parameters = self._parameters()
         self._validated = False
 
-    def _z_shape(self) -> tuple[int, ...]:
-        tr = poutine.trace(self.module.model).get_trace(None, None, 2)
-        if self.latent not in tr.nodes or "x" not in tr.nodes:
-            raise ConfigError(f"a generator's story has a latent site {self.latent!r} and an observed site \"x\"; "
-                              f"{type(self.module).__name__}'s has {[n for n in tr.nodes if tr.nodes[n]['type'] == 'sample']}")
-        fn = tr.nodes[self.latent]["fn"]
-        normal_base(fn)
-        return tuple(fn.event_shape)
+    def _layout(self) -> Layout:
+        layout = Layout.of(self.module.model, None, None, 2)
+        if not layout.blocks or "x" not in poutine.trace(self.module.model).get_trace(None, None, 2).nodes:
+            raise ConfigError(f"a generator's story has latent sites and an observed site \"x\"; "
+                              f"{type(self.module).__name__}'s has latents {list(layout.blocks)}")
+        return layout
 
     def _parameters(self) -> list[nn.Parameter]:
         params = [p for p in self.module.parameters() if p.requires_grad]
@@ -266,10 +236,15 @@ class StoryGenerator:
         return used
 
     def _run(self, eps: torch.Tensor, noise) -> torch.Tensor:
-        gen = _Generate(self.latent, eps, self.output, self.temperature, noise)
-        with gen:
+        image = {}
+
+        def at_x(fn):
+            image["x"] = generated_x(fn, self.output, self.temperature, noise)
+            return image["x"]
+
+        with Reparameterized(self.layout, eps, at_x):
             self.module.model(None, None, len(eps))
-        return gen.x
+        return image["x"]
 
     def __call__(self, eps: torch.Tensor) -> torch.Tensor:
         """``x`` for the noise ``eps``; the relaxed output's noise comes from :attr:`noise`."""
@@ -312,7 +287,7 @@ class WGAN(Inference):
     """WGAN (``clip``) or WGAN-GP (``gp_weight``) on ``module``'s story (module docstring).
 
     Args:
-        module: a model whose story has one Normal latent site and an ``"x"`` site.
+        module: a model whose story is reparameterised (module docstring) and has an ``"x"`` site.
         critic, critic_hidden: the critic network (:class:`~pyro_vae.nets.critic.Critic`).
         n_critic: critic steps per generator step (>= 1).
         clip: clip every critic weight to [-clip, clip] (None: no clipping).
@@ -471,4 +446,4 @@ def _device_of(module: nn.Module) -> torch.device:
 
 
 __all__ = ["OUTPUTS", "SharedNoise", "StoryGenerator", "WGAN", "WGANConfig", "WGANGPConfig", "generated_x",
-           "gradient_penalty", "normal_base"]
+           "gradient_penalty"]

@@ -144,3 +144,34 @@ def test_bad_wgan_gp_settings_and_models_fail_clearly():
         build(Config().with_overrides(["model.name=nice", "inference.name=wgan", "data.binarize=none"]))
     with pytest.raises(ConfigError, match="critic = 'rnn'"):
         make_inference(fresh_vae(), "wgan", critic="rnn")
+
+
+def test_the_generator_draws_the_gae_index_then_z_given_it_from_noise(digits):
+    from pyro_vae.models.gae import GAE
+
+    gae = GAE(digits.train[:10], z_dim=2, hidden=(16,))
+    gen = StoryGenerator(gae, "mean")
+    assert gen.z_shape == (3,) and list(gen.layout.blocks) == ["y", "z"]  # one entry for y, two for z
+    eps = torch.randn(6, 3)
+    y = (torch.special.ndtr(eps[:, 0]) * 10).floor().long()  # the uniform index by its inverse CDF
+    loc, scale = gae.prior.exact_components()
+    expected = gae.decoder.mean(loc[y] + scale[y] * eps[:, 1:])
+    torch.testing.assert_close(gen(eps), expected)
+    assert {id(p) for p in gae.guide.parameters()} <= {id(p) for p in gen.parameters}  # the prior's encoder
+
+
+def test_the_adversarial_autoencoder_matches_a_hierarchy_s_joint_code(digits):
+    from pyro_vae.inference.adversarial_ae import AdversarialAE
+    from pyro_vae.models.hvae import HVAE
+
+    hvae = HVAE(digits.event_shape, 2, 3, (16,))
+    aae = AdversarialAE(hvae, discriminator_hidden=[8])
+    assert aae.story.sites == ["z2", "z1"] and aae.story.code_dim == 5
+    ids = {role: {id(p) for p in params} for role, params in aae.story.parameters.items()}
+    assert ids["prior"] == {id(p) for p in hvae.z1_prior.parameters()}  # p(z1|z2): fitted in the generator phase
+    assert ids["encoder"] == {id(p) for p in hvae.guide.parameters()}
+    x = digits.train[:20]
+    aae.noise.rows(len(x), None)
+    prior_before = _snapshot(hvae.z1_prior.parameters())
+    aae.generator_step(x)
+    assert not _same(prior_before, hvae.z1_prior.parameters())

@@ -326,11 +326,19 @@ def test_sampling_algorithms_train_the_hierarchies(tmp_path, model, algorithm):
     assert state.history[-1]["valid_elbo"] > state.history[0]["valid_elbo"]
 
 
-def test_gae2_is_refused_by_sampling_algorithms():
+def test_gae2_sums_its_index_out_for_the_sampling_algorithms(digits):
+    """As the GAE: with y summed out the two-level GAE is a continuous-latent story (the top
+    level from the exemplar mixture, then z1, then x), which IWAE, RWS, wake-sleep and MCEM
+    sample (tests/test_matrix.py trains each)."""
     from pyro_vae.registry import FAMILIES, check_compatible
 
-    with pytest.raises(ConfigError, match="enumerated discrete latents"):
-        check_compatible(FAMILIES["gae2"].capabilities, "iwae", "the two-level GAE")
+    for name in ("iwae", "vimco", "rws", "wake_sleep", "mcem"):
+        check_compatible(FAMILIES["gae2"].capabilities, name, "the two-level GAE")
+    gae2 = HierarchicalGAE(digits.train[:40], z_dim=2, z1_dim=2, hidden=(16,))
+    with gae2.collapsed():
+        sites = [n for n, s in poutine.trace(gae2.model).get_trace(digits.train[:5]).nodes.items()
+                 if s["type"] == "sample"]
+    assert "y" not in sites and {"z2", "z1", "x"} <= set(sites)
 
 
 def test_vlae_resumes_exactly(tmp_path, monkeypatch):

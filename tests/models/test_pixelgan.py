@@ -48,8 +48,12 @@ def test_bad_settings_fail_clearly():
         build(Config().with_overrides(FAST + ["data.binarize=none"]))
     with pytest.raises(ConfigError, match="'svi' cannot train \\[model\\] name = 'pixelgan': it needs a guide"):
         build(Config().with_overrides(FAST[:4] + ["inference.name=svi"]))
-    with pytest.raises(ConfigError, match="adversarial_ae.*VAE lacks"):
-        build(Config().with_overrides(["model.hidden=[8]", "inference.name=adversarial_ae"]))
+    with pytest.raises(ConfigError, match="'adversarial_ae' cannot train \\[model\\] name = 'gae': it needs a prior "
+                                          "apart from the encoder's codes"):
+        build(Config().with_overrides(["model.name=gae", "model.hidden=[8]", "inference.name=adversarial_ae"]))
+    with pytest.raises(ConfigError, match="'wgan' cannot train \\[model\\] name = 'pixelgan': it needs a story "
+                                          "that is a differentiable function of noise"):
+        build(Config().with_overrides(FAST[:4] + ["inference.name=wgan"]))
 
 
 def test_each_phase_moves_only_its_roles_parameters(digits):

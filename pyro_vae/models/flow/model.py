@@ -44,7 +44,7 @@ from pyro_vae.nets.shapes import as_event_shape
 from pyro_vae.plates import data_plate, register_module
 
 #: What a flow offers: an exact log-density and samples; no guide, no latent sites.
-DENSITY = Capabilities(has_guide=False, exact_log_prob=True, latent_sites=())
+DENSITY = Capabilities(has_guide=False, exact_log_prob=True, has_encoder=False, latent_sites=())
 COUPLINGS = ("additive", "affine")
 BASES = ("normal", "made_mog")
 

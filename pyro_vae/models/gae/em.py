@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import pyro
-import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae.data import DataSplits
@@ -36,14 +36,13 @@ from pyro_vae.inference.base import Inference
 from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.loop import BudgetConfig, Loop
 from pyro_vae.models.gae.objective import ExemplarELBO
-from pyro_vae.models.gae.prior import using_pool
-from pyro_vae.plates import data_plate
+from pyro_vae.models.gae.prior import summing_out, using_pool
 from pyro_vae.traces import subsample_scale
 
 
 @dataclass
 class EMConfig:
-    """``[inference] name = "em"`` (a model with an exemplar prior: the GAE)."""
+    """``[inference] name = "em"`` (a model with an exemplar prior: the GAE, the two-level GAE)."""
 
     name: str = "em"
     #: Gradient steps on ``Q`` per E-step.
@@ -106,21 +105,37 @@ class EM(Inference):
         return {"em_bound": total / self.m_steps}
 
     def _expected_model(self, pool, resp: torch.Tensor):
-        """The M-step's complete-data model: ``Σ_j r_ij log(p_ij k_j(z_i)) + log p(x_i|z_i)``."""
+        """The M-step's complete-data story: the model's own, with its prior site scored by
+        ``Σ_j r_ij log(p_ij k_j(z_i))`` (so a two-level GAE keeps its lower level's terms)."""
         gae, objective = self.module, self.objective
 
         def model(x, index, num_data):
-            pyro.module("decoder", gae.decoder)
-            gae.prior.register()
-            loc_x, scale_x = gae.prior.encoder(x)
-            stats = objective.pool_stats(pool, loc_x, scale_x)
-            with data_plate(len(x), index, num_data):
-                z = pyro.sample("z", dist.Normal(torch.zeros_like(loc_x), 1.0).to_event(1).mask(False))
-                table = stats.log_prob_table(z) + pool.logits
-                pyro.factor("expected_prior", torch.where(resp > 0, resp * table, torch.zeros_like(table)).sum(-1))
-                pyro.sample("x", gae.decoder(z), obs=x)
+            def expected(_index):
+                stats = objective.pool_stats(pool, *gae.prior.encoder(x))
+                return ExpectedComponents(stats, pool.logits, resp)
+
+            with summing_out(gae.prior, expected):
+                return gae.model(x, index, num_data)
 
         return model
+
+
+class ExpectedComponents(TorchDistribution):
+    """The M-step's prior term as a site: ``log_prob(z) = Σ_j r_j log(p_j k_j(z))`` per
+    row (batch ``(B,)``, event ``(D,)``), the responsibilities ``r`` held fixed. Never
+    sampled: the guide's ``z`` is scored."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+
+    def __init__(self, stats, logits: torch.Tensor, resp: torch.Tensor):
+        self.stats, self.logits, self.resp = stats, logits, resp
+        dim = stats.distribution(torch.zeros(1, dtype=torch.long, device=resp.device)).event_shape
+        super().__init__(resp.shape[:1], dim, validate_args=False)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        table = self.stats.log_prob_table(z) + self.logits
+        return torch.where(self.resp > 0, self.resp * table, torch.zeros_like(table)).sum(-1)
 
 
 def fit_em(gae, epochs: int = 1, batch_size: int = 100, lr: float = 1e-3, m_steps: int = 1, num_samples: int = 1,

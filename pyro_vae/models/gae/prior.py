@@ -150,6 +150,8 @@ class ExemplarPrior(nn.Module):
     #: ``y`` sums out of the story: :meth:`collapsed` (held-out data), :func:`summing_out`
     #: (training, under the objective's estimator).
     collapsible = True
+    #: The mixture of the encoder's posteriors over the training set: the aggregate posterior.
+    aggregate = True
     latent_sites = ("y", "z")
 
     def __init__(self, exemplars: torch.Tensor, encoder: nn.Module, bandwidth: str = "posterior",
@@ -259,7 +261,18 @@ class ExemplarPrior(nn.Module):
         loc, scale = self.exact_components()
         if index is not None:
             return self._leave_one_out(loc, scale, index)
-        return self._all(loc, scale, batch, grouped=not generative)
+        if generative:
+            return self._generated(loc, scale)
+        return self._all(loc, scale, batch, grouped=True)
+
+    def _generated(self, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """A generated point: ``y`` uniform over the n exemplars, then ``z | y`` the Normal of
+        component y, a plain reparameterised draw given y (so that a GAN's generator can draw
+        it from noise: y from a fixed uniform, z = μ_y + σ_y·ε)."""
+        n = self.num_exemplars
+        y = pyro.sample("y", dist.Categorical(logits=loc.new_full((n,), -math.log(n))),
+                        infer={"enumerate": "parallel"})
+        return pyro.sample("z", dist.Normal(loc[y], scale.expand_as(loc)[y]).to_event(1))
 
     def _pooled(self, pool, stats) -> torch.Tensor:
         y = pyro.sample("y", dist.Categorical(logits=pool.logits), infer={"enumerate": "parallel"})

@@ -142,7 +142,9 @@ class HVAE(nn.Module):
     @property
     def capabilities(self) -> Capabilities:
         top = tuple("z2" if s == "z" else s for s in self.prior.latent_sites)
-        return Capabilities(has_guide=True, enumerated_latents=self.prior.enumerated, latent_sites=top + ("z1",),
+        return Capabilities(has_guide=True, enumerated_latents=self.prior.enumerated,
+                            collapsible=getattr(self.prior, "collapsible", False),
+                            aggregate_prior=getattr(self.prior, "aggregate", False), latent_sites=top + ("z1",),
                             latent_layers=LEVELS, event_shape=self.event_shape)
 
     @property

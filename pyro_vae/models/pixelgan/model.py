@@ -37,7 +37,9 @@ from pyro_vae.nets.shapes import as_event_shape
 from pyro_vae.plates import data_plate, register_module
 
 PRIORS = ("gaussian", "categorical")
-CAPABILITIES = Capabilities(has_guide=False, can_sample=True, latent_sites=("z",))
+#: No ELBO guide (the code is matched adversarially, its categorical code is a point of the
+#: simplex, not a draw); the PixelCNN draws pixel by pixel, so its images carry no gradient.
+CAPABILITIES = Capabilities(has_guide=False, can_sample=True, reparameterized_story=False, latent_sites=("z",))
 
 
 class PixelCNNBernoulli(TorchDistribution):

@@ -188,6 +188,7 @@ class VAE(nn.Module):
     def capabilities(self) -> Capabilities:
         return Capabilities(has_guide=True, enumerated_latents=self.prior.enumerated,
                             collapsible=getattr(self.prior, "collapsible", False),
+                            aggregate_prior=getattr(self.prior, "aggregate", False),
                             latent_sites=self.prior.latent_sites, event_shape=self.event_shape)
 
     @property
