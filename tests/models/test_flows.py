@@ -359,3 +359,16 @@ def test_toy_data_are_generated_the_same_every_time():
     a, b = load_dataset("ring"), load_dataset("ring")
     assert torch.equal(a.train, b.train) and a.event_shape == (2,) and len(a.train) == 8000
     assert set(a.train_labels.tolist()) == set(range(8))
+
+
+@pytest.mark.parametrize("steps", [("dequantize", "logit"), ("dequantize", "rescale"), ()])
+def test_score_is_the_storys_log_prob_and_the_data_transforms_jacobian(steps):
+    """score(x) computes log p(x) in the model's space plus J(x) once; it is the story's
+    TransformedDistribution.log_prob, batch norm in eval mode included."""
+    transform = DataTransform(steps, logit_lambda=0.05)
+    flow = _perturbed(MAF((1, 2, 2), num_flows=2, hidden=[8], batch_norm=True, data_transform=transform)).double()
+    flow.eval()
+    x = torch.rand(6, 1, 2, 2, dtype=torch.float64) * 0.9 + 0.05
+    log_p, jacobian = flow.score(x)
+    torch.testing.assert_close(log_p, flow.distribution().log_prob(x))
+    torch.testing.assert_close(jacobian, transform.log_abs_det_jacobian(x, 3))
