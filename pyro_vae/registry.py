@@ -13,7 +13,7 @@ built. Adding a family or an algorithm is an entry here (see ``docs/architecture
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from torch import nn
 
@@ -46,7 +46,11 @@ class Family:
     (None: a Pyro ELBO); ``exclusive``: the family trains with that objective only (it
     holds training terms of its own that a Pyro ELBO on the story would leave out);
     ``check_data(config, data)`` refuses data the family cannot model, before training
-    (default: the decoder's ``[model] likelihood`` must suit them)."""
+    (default: the decoder's ``[model] likelihood`` must suit them); ``defaults``:
+    ``("section.key", value)`` pairs for the other sections, which
+    :meth:`Config.from_dict <pyro_vae.config.Config.from_dict>` fills in where the user
+    named no value (a flow: ``inference.name = "mle"``, ``data.binarize = "none"``), so that
+    choosing the family is one entry."""
 
     config: type
     build: Callable
@@ -55,6 +59,7 @@ class Family:
     objective: Optional[Callable] = None
     exclusive: bool = False
     check_data: Optional[Callable] = None
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 def check_decoder_data(config, data) -> None:
@@ -78,6 +83,8 @@ class Algorithm:
 
 
 LATENT_VARIABLE = Capabilities(has_guide=True)
+#: A flow scores continuous values by exact maximum likelihood.
+FLOW_DEFAULTS = (("inference.name", "mle"), ("data.binarize", "none"))
 
 FAMILIES: dict[str, Family] = {
     "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective),
@@ -95,8 +102,10 @@ FAMILIES: dict[str, Family] = {
     "vlae": Family(vlae.VLAEConfig, vlae.build, Capabilities(has_guide=True, latent_sites=("z3", "z2", "z1"),
                                                             latent_layers=("z3", "z2", "z1")),
                    vlae.VLAE, objective=vlae.objective),
-    "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data),
-    "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data),
+    "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data,
+                   defaults=FLOW_DEFAULTS),
+    "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data,
+                  defaults=FLOW_DEFAULTS),
 }
 
 

@@ -5,6 +5,7 @@ package's loop from a TOML file, and bad input is refused with the fix."""
 
 import json
 import math
+import tomllib
 
 import pyro
 import pyro.distributions as dist
@@ -295,6 +296,26 @@ def test_an_interrupted_maf_run_on_dequantized_logit_pixels_resumes_bit_for_bit(
     assert all(math.isfinite(v) for v in whole.history[-1].values())
 
 
+def test_naming_the_family_is_one_entry_and_the_run_records_the_resolved_values(tmp_path, capsys):
+    """[model] name = "nice" alone (no [inference], no binarize): the family's defaults
+    (mle, binarize = "none") apply, and config.toml records them; a named [inference]
+    name = "svi" is kept, and refused with its message."""
+    path = tmp_path / "nice.toml"
+    path.write_text('[model]\nname = "nice"\n[data]\nname = "moons"\ntrain_size = 200\nvalid_size = 100\n'
+                    'test_size = 100\n[eval]\nplots = false\n')
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    recorded = tomllib.loads((run / "config.toml").read_text())
+    assert recorded["inference"]["name"] == "mle" and recorded["data"]["binarize"] == "none"
+    assert "valid_log_likelihood" in (run / "log.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match=r"'svi' cannot train \[model\] name = 'nice'.*name = \"mle\""):
+        build(Config.from_toml(path).with_overrides(["inference.name=svi"]))
+    path.write_text(path.read_text() + '[inference]\nname = "svi"\n')
+    with pytest.raises(ConfigError, match=r"'svi' cannot train \[model\] name = 'nice'.*name = \"mle\""):
+        build(Config.from_toml(path).with_overrides(["budget.epochs=1"]))
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -333,7 +354,7 @@ def test_nan_is_refused_with_its_row():
 def test_binarized_data_and_transforms_for_latent_variable_models_are_refused():
     with pytest.raises(ConfigError, match=r"binarize = 'dynamic', but a flow models continuous values: set "
                                           r"\[data\] binarize = \"none\""):
-        build(Config().with_overrides(["model.name=maf", "model.hidden=[64]", "inference.name=mle"]))
+        build(Config().with_overrides(["model.name=maf", "model.hidden=[64]", "data.binarize=dynamic"]))
     with pytest.raises(ConfigError, match=r"\[data\] transform = \['dequantize'\] maps data for a density model, "
                                           r"but \[model\] name = 'vae'"):
         build(Config().with_overrides(['data.transform=["dequantize"]', "model.hidden=[8]", "eval.num_samples=0"]))
