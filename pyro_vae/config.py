@@ -17,6 +17,13 @@ algorithm (``pyro_vae/inference/<algorithm>.py``) has its own dataclass holding 
 own settings, listed in :mod:`pyro_vae.registry`. Swapping the model or the inference
 algorithm is a change of one entry; unknown keys, keys of another family and values of
 the wrong type are refused with a message that names them and the valid keys.
+
+A family may declare defaults for other sections (:attr:`~pyro_vae.registry.Family.defaults`:
+a flow trains with ``[inference] name = "mle"`` on ``[data] binarize = "none"``), so that
+choosing it stays one entry. They fill only the entries the user did not name (in the
+dict or TOML file given to :meth:`Config.from_dict`, or in an override of
+:meth:`Config.with_overrides`); an entry the user named is kept, and refused later if the
+family cannot use it. The resolved values are what :meth:`Config.to_toml` writes.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.svi import SVIConfig
@@ -113,9 +120,19 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    #: The ``"section.key"`` entries the user named (in :meth:`from_dict`'s dict, a TOML
+    #: file, an override): the family's defaults never replace them. Empty for a Config
+    #: built by its constructor.
+    _explicit: ClassVar[frozenset[str]] = frozenset()
+
     @classmethod
     def from_dict(cls, d: dict, where: str = "config") -> "Config":
-        return _from_dict(cls, d, where)
+        """The config of the table ``d`` (``{"data": {...}, "model": {...}, ...}``): every
+        entry ``d`` lacks takes its default, the chosen family's (:attr:`Family.defaults
+        <pyro_vae.registry.Family.defaults>`) where it declares one, else the dataclass's."""
+        config = _from_dict(cls, _with_family_defaults(d), where)
+        config._explicit = _named_entries(d)
+        return config
 
     @classmethod
     def from_toml(cls, path: str | Path, legacy: bool = False) -> "Config":
@@ -147,9 +164,11 @@ class Config:
         """A copy with ``"section.key=value"`` entries applied (values in TOML syntax).
 
         An override of a section's ``name`` switches the family (or algorithm): the old
-        one's settings that were at their defaults give way to the new one's defaults.
+        one's settings that were at their defaults give way to the new one's defaults. The
+        entries a family's defaults decide (e.g. ``inference.name``) that the user never
+        named are decided afresh for the family the result has.
         """
-        d = self.to_dict()
+        d = _undecided(self)
         for a in assignments:
             key, sep, value = a.partition("=")
             if not sep:
@@ -173,6 +192,58 @@ _CHOSEN_BY_NAME = {
     "model": {name: family.config for name, family in FAMILIES.items()},
     "inference": {name: algorithm.config for name, algorithm in ALGORITHMS.items()},
 }
+#: The sections of a plain ``Config()``: the dataclasses' defaults.
+_PLAIN = Config().to_dict()
+
+
+def _named_entries(d: Any) -> frozenset[str]:
+    """The ``"section.key"`` entries (and top-level keys) the table ``d`` names."""
+    if not isinstance(d, dict):
+        return frozenset()
+    return frozenset(f"{s}.{k}" if isinstance(v, dict) else s
+                     for s, v in d.items() for k in (v if isinstance(v, dict) else [None]))
+
+
+def _family_defaults(d: dict) -> dict[str, Any]:
+    """``{"section.key": value}`` the family ``d["model"]`` names declares (none for an
+    unknown name: it is refused when its section is read)."""
+    model = d.get("model", {})
+    name = model.get("name", VAEConfig.name) if isinstance(model, dict) else None
+    family = FAMILIES.get(name) if isinstance(name, str) else None
+    return dict(family.defaults) if family is not None else {}
+
+
+def _with_family_defaults(d: Any) -> Any:
+    """``d`` with its family's defaults in the entries it does not name (a copy)."""
+    if not isinstance(d, dict):
+        return d  # refused by _from_dict
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    for key, value in _family_defaults(d).items():
+        section, leaf = key.split(".")
+        values = out.setdefault(section, {})
+        if isinstance(values, dict):  # else refused by _from_dict, naming the section
+            values.setdefault(leaf, value)
+    return out
+
+
+def _undecided(config: "Config") -> dict:
+    """``config.to_dict()`` without the entries some family's defaults decide that the user
+    did not name and that hold a default (the dataclass's or ``config``'s family's): the
+    :meth:`Config.from_dict` of the result decides them for its family. A value set in
+    Python after the config was built (neither default) is kept as the user's."""
+    d = config.to_dict()
+    current = _family_defaults(d)
+    decided = {key for family in FAMILIES.values() for key, _ in family.defaults}
+    for key in sorted(decided - config._explicit):
+        section, leaf = key.split(".")
+        values = d[section]
+        if leaf not in values or values[leaf] not in (_PLAIN[section].get(leaf), current.get(key)):
+            continue
+        if leaf == "name" and section in _CHOSEN_BY_NAME:  # its settings at their defaults go with it
+            d[section] = {k: v for k, v in _switched(section, values, None, force=True).items() if k != "name"}
+        else:
+            del values[leaf]
+    return d
 
 
 def _section_class(section: str, name: Any, where: str) -> type:
@@ -182,11 +253,12 @@ def _section_class(section: str, name: Any, where: str) -> type:
     return choices[name]
 
 
-def _switched(section: str, values: dict, new_name: str) -> dict:
+def _switched(section: str, values: dict, new_name: Optional[str], force: bool = False) -> dict:
     """``values`` of the old ``[section]`` carried over to ``new_name``'s: what differs from
-    the old dataclass's defaults (a setting made on purpose); the rest takes the new one's."""
+    the old dataclass's defaults (a setting made on purpose); the rest takes the new one's
+    (``force``: whatever the new name, e.g. one still to be decided)."""
     old_cls = _CHOSEN_BY_NAME[section].get(values.get("name"))
-    if old_cls is None or new_name not in _CHOSEN_BY_NAME[section]:
+    if old_cls is None or (new_name not in _CHOSEN_BY_NAME[section] and not force):
         return dict(values)
     defaults = dataclasses.asdict(old_cls())
     return {k: v for k, v in values.items() if v != defaults.get(k)}

@@ -13,7 +13,7 @@ built. Adding a family or an algorithm is an entry here (see ``docs/architecture
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from torch import nn
 
@@ -52,7 +52,11 @@ class Family:
     holds training terms of its own that a Pyro ELBO on the story would leave out);
     ``check_data(config, data)`` refuses data the family cannot model, before training
     (default: the decoder's ``[model] likelihood`` must suit them); ``regularised``: its
-    objective takes ``[inference] regulariser`` (:mod:`pyro_vae.inference.regularisers`)."""
+    objective takes ``[inference] regulariser`` (:mod:`pyro_vae.inference.regularisers`);
+    ``defaults``: ``("section.key", value)`` pairs for the other sections, which
+    :meth:`Config.from_dict <pyro_vae.config.Config.from_dict>` fills in where the user
+    named no value (a flow: ``inference.name = "mle"``, ``data.binarize = "none"``), so that
+    choosing the family is one entry."""
 
     config: type
     build: Callable
@@ -62,6 +66,7 @@ class Family:
     exclusive: bool = False
     check_data: Optional[Callable] = None
     regularised: bool = False
+    defaults: tuple[tuple[str, Any], ...] = ()
 
 
 def check_decoder_data(config, data) -> None:
@@ -89,6 +94,8 @@ class Algorithm:
 
 
 LATENT_VARIABLE = Capabilities(has_guide=True)
+#: A flow scores continuous values by exact maximum likelihood.
+FLOW_DEFAULTS = (("inference.name", "mle"), ("data.binarize", "none"))
 
 FAMILIES: dict[str, Family] = {
     "vae": Family(vae.VAEConfig, vae.build, LATENT_VARIABLE, vae.VAE, objective=vae.objective, regularised=True),
@@ -107,8 +114,10 @@ FAMILIES: dict[str, Family] = {
     "vlae": Family(vlae.VLAEConfig, vlae.build, Capabilities(has_guide=True, latent_sites=("z3", "z2", "z1"),
                                                             latent_layers=("z3", "z2", "z1")),
                    vlae.VLAE, objective=vlae.objective),
-    "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data),
-    "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data),
+    "nice": Family(flow.NICEConfig, flow.build_nice, flow.DENSITY, flow.NICE, check_data=flow.check_data,
+                   defaults=FLOW_DEFAULTS),
+    "maf": Family(flow.MAFConfig, flow.build_maf, flow.DENSITY, flow.MAF, check_data=flow.check_data,
+                  defaults=FLOW_DEFAULTS),
     "pixelgan": Family(pixelgan.PixelGANConfig, pixelgan.build, pixelgan.CAPABILITIES, pixelgan.PixelGAN,
                        check_data=pixelgan.check_data),
 }

@@ -255,3 +255,44 @@ def test_a_legacy_config_file_reads_with_legacy_and_is_refused_without(tmp_path)
     with pytest.raises(ConfigError,
                        match=r"unknown key\(s\) \['exemplar_bandwidth', .*'exemplar_tail'\] for name = 'gae'"):
         Config.from_toml(path)
+
+
+# ----------------------------------------------------------------------------- a family's defaults
+
+
+def test_a_flow_brings_its_algorithm_and_binarization_where_the_user_named_none():
+    for config in (Config.from_dict({"model": {"name": "nice"}}), Config().with_overrides(["model.name=maf"])):
+        assert (config.inference.name, config.data.binarize) == ("mle", "none")
+    # a latent-variable family declares none: its configs are what they were
+    assert Config.from_dict({}) == Config() and Config.from_dict({"model": {"name": "gae"}}).inference.name == "svi"
+    assert Config().with_overrides(["model.name=vae", "budget.epochs=2"]).data.binarize == "dynamic"
+
+
+def test_a_named_entry_is_kept_whatever_the_family_declares(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nname = "nice"\n[inference]\nname = "svi"\n[data]\nbinarize = "static"\n')
+    for config in (Config.from_toml(path), Config.from_toml(path).with_overrides(["budget.epochs=2"])):
+        assert (config.inference.name, config.data.binarize) == ("svi", "static")
+    assert Config().with_overrides(["inference.name=svi", "model.name=nice"]).inference.name == "svi"
+    # an [inference] section without a name takes the family's, and its keys are checked against it
+    assert Config.from_dict({"model": {"name": "maf"}, "inference": {"eval_chunk": 50}}).inference.eval_chunk == 50
+    with pytest.raises(ConfigError, match=r"'num_particles' belongs to .*the keys of 'mle'"):
+        Config.from_dict({"model": {"name": "maf"}, "inference": {"num_particles": 5}})
+
+
+def test_switching_away_from_a_flow_takes_the_new_familys_defaults_back():
+    config = Config.from_dict({"model": {"name": "nice"}, "inference": {"eval_chunk": 50}})
+    vae = Config.from_dict({"model": {"name": "nice"}}).with_overrides(["model.name=vae"])
+    assert vae == Config()
+    # a setting of the flow's algorithm the user made goes along, and is refused for the new one
+    with pytest.raises(ConfigError, match=r"'eval_chunk' belongs to 'mle'"):
+        config.with_overrides(["model.name=vae"])
+
+
+def test_the_resolved_values_round_trip_through_toml(tmp_path):
+    config = Config.from_dict({"model": {"name": "maf"}})
+    text = config.to_toml()
+    assert '[inference]\nname = "mle"' in text and 'binarize = "none"' in text
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert Config.from_toml(path) == config

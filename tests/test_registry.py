@@ -234,3 +234,12 @@ def test_a_module_that_declares_nothing_is_a_plain_latent_variable_model():
     assert capabilities_of(Plain()) is LATENT_VARIABLE_MODEL
     assert LATENT_VARIABLE_MODEL == Capabilities(has_guide=True, enumerated_latents=False, latent_sites=("z",))
     assert Capabilities().with_event_shape(torch.Size([1, 8, 8])).event_shape == (1, 8, 8)
+
+
+def test_family_defaults_name_entries_of_other_sections_with_valid_values():
+    for name, family in FAMILIES.items():
+        for key, value in family.defaults:
+            section, leaf = key.split(".")
+            assert section not in ("model", "seed"), (name, key)
+            # the value reads as that entry does when a user writes it
+            assert getattr(getattr(Config.from_dict({section: {leaf: value}}), section), leaf) == value, (name, key)

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from pyro_vae.data import arrays, binarized_mnist, digits, dsprites, frey_face, idx, mnist, toy2d, torch_datasets
+from pyro_vae.data import arrays, binarized_mnist, digits, dsprites, frey_face, idx, mnist, toy2d, torch_datasets, uci
 from pyro_vae.data.binarize import binarize_splits, check_binarize_mode, check_seed
 from pyro_vae.data.errors import DataError
 from pyro_vae.data.paths import DataFile, PathLike, find_all, locate_files
@@ -81,6 +81,12 @@ def _toy_2d_specs() -> tuple[DatasetSpec, ...]:
                              toy2d.reader(name), True) for name, text in about.items())
 
 
+def _uci_specs() -> tuple[DatasetSpec, ...]:
+    """The MAF paper's tabular sets (:mod:`pyro_vae.data.uci`), under ``maf/``, no checksums on record."""
+    return tuple(DatasetSpec(name, text, (d,), uci.files(name), uci.reader(name), False, uci.missing_fix(name))
+                 for name, (text, d, *_rest) in uci.SETS.items())
+
+
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
     {
         s.name: s
@@ -102,6 +108,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 dsprites.EVENT_SHAPE, dsprites.ORIGINAL_FILES, dsprites.read_original, True,
                 dsprites.ORIGINAL_FIX,
             ),
+            *_uci_specs(),
         )
     }
 )
@@ -227,7 +234,9 @@ def load_dataset(
     valid_size: Optional[int] = None,
     test_size: Optional[int] = None,
 ) -> DataSplits:
-    """Load a data set as train/valid/test splits of float32 ``(n, *event_shape)`` in [0, 1].
+    """Load a data set as train/valid/test splits of float32 ``(n, *event_shape)`` in [0, 1]
+    (but for the continuous sets of density models: the 2-D toy sets and the MAF paper's
+    standardised UCI sets, :mod:`pyro_vae.data.uci`).
 
     The splits' :attr:`~DataSplits.sources` record what was read: every file with its
     sha256 and size (or a checksum of the arrays, for the embedded digits and torch

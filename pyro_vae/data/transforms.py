@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch.distributions import constraints
 from torch.distributions import transforms as T
 
 from pyro_vae.data.errors import DataError
@@ -140,9 +141,8 @@ class DataTransform:
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """``z = g(y)``: [0, 1] values to the model's space (rescale or logit)."""
         if "logit" in self.steps:
-            lam = self.logit_lambda
-            s = lam + (1 - 2 * lam) * y
-            return torch.log(s) - torch.log1p(-s)
+            log_s, log_1ms = self._logs(y)
+            return log_s - log_1ms
         if "rescale" in self.steps:
             lo, hi = self.rescale_to
             return lo + (hi - lo) * y
@@ -150,25 +150,37 @@ class DataTransform:
 
     def log_abs_det_jacobian(self, y: torch.Tensor, event_dims: int) -> torch.Tensor:
         """``J(y) = log |det ∂g/∂y|`` per point, summed over the last ``event_dims`` dims of ``y``."""
+        return self.to_model_space(y, event_dims)[1]
+
+    def to_model_space(self, y: torch.Tensor, event_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z, J(y))``: :meth:`forward` and :meth:`log_abs_det_jacobian` in one pass (the
+        logit's ``log s`` and ``log(1 − s)`` serve both), ``z`` of ``y``'s shape, ``J`` of
+        its batch shape (the last ``event_dims`` dims summed). Without a step ``z`` is ``y``."""
         dims = tuple(range(-event_dims, 0))
+        batch = y.shape[: y.dim() - event_dims]
         d = math.prod(y.shape[y.dim() - event_dims:])
         if "logit" in self.steps:
-            lam = self.logit_lambda
-            s = lam + (1 - 2 * lam) * y
-            per = math.log1p(-2 * lam) - torch.log(s) - torch.log1p(-s)
-            return per.sum(dims)
+            log_s, log_1ms = self._logs(y)
+            # Σ_d [log(1 − 2λ) − log s_d − log(1 − s_d)], the constant taken out of the sum
+            jacobian = d * math.log1p(-2 * self.logit_lambda) - (log_s + log_1ms).sum(dims)
+            return log_s - log_1ms, jacobian
         if "rescale" in self.steps:
             lo, hi = self.rescale_to
-            return y.new_full(y.shape[: y.dim() - event_dims], d * math.log(hi - lo))
-        return y.new_zeros(y.shape[: y.dim() - event_dims])
+            return lo + (hi - lo) * y, y.new_full(batch, d * math.log(hi - lo))
+        return y, y.new_zeros(batch)
+
+    def _logs(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log s, log(1 − s))`` with ``s = λ + (1 − 2λ) y``, elementwise."""
+        lam = self.logit_lambda
+        s = lam + (1 - 2 * lam) * y
+        return torch.log(s), torch.log1p(-s)
 
     def to_data_space(self) -> list[T.Transform]:
         """``g⁻¹`` as torch transforms, model space -> data space: what a flow appends to
         its learned transforms so that its ``x`` is in [0, 1]. Their parameters are Python
         floats, so they follow any device and dtype."""
         if "logit" in self.steps:
-            lam = self.logit_lambda
-            return [T.SigmoidTransform(), T.AffineTransform(-lam / (1 - 2 * lam), 1 / (1 - 2 * lam))]
+            return [InverseLogit(self.logit_lambda)]
         if "rescale" in self.steps:
             lo, hi = self.rescale_to
             return [T.AffineTransform(-lo / (hi - lo), 1 / (hi - lo))]
@@ -176,16 +188,58 @@ class DataTransform:
 
     # ------------------------------------------------------------------ figures
 
-    def figures(self, log_p_data: torch.Tensor, y: torch.Tensor, event_dims: int) -> dict[str, torch.Tensor]:
+    def figures(self, log_p_data: torch.Tensor, y: torch.Tensor, event_dims: int,
+                log_jacobian: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Per point: ``log_likelihood`` (nats in the model's space) and ``bits_per_dim``
-        (of the ``levels``-level pixels when dequantized), from ``log_p_data = log p_y(y)``."""
+        (of the ``levels``-level pixels when dequantized), from ``log_p_data = log p_y(y)``;
+        ``log_jacobian``: ``J(y)`` when the caller has it (a flow's :meth:`score`), else
+        computed here."""
         d = math.prod(y.shape[y.dim() - event_dims:])
-        log_p_model = log_p_data - self.log_abs_det_jacobian(y, event_dims)
+        if log_jacobian is None:
+            log_jacobian = self.log_abs_det_jacobian(y, event_dims)
+        log_p_model = log_p_data - log_jacobian
         if self.dequantizes:
             bpd = bits_per_dim(log_p_data, d, self.levels)
         else:
             bpd = -log_p_model / (d * math.log(2))
         return {"log_likelihood": log_p_model, "bits_per_dim": bpd}
+
+
+class InverseLogit(T.Transform):
+    r"""``y = (σ(z) − λ) / (1 − 2λ)``, elementwise: the logit step's inverse, model space ->
+    [0, 1], as one transform (torch's Sigmoid then Affine cost two passes and two
+    log-Jacobians, one of them softplus twice). With ``s = σ(z) = λ + (1 − 2λ) y``::
+
+        log |dy/dz| = log s + log(1 − s) − log(1 − 2λ)
+
+    computed from ``y`` (what scoring holds), the negative of the logit's log-Jacobian.
+    """
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, lam: float, cache_size: int = 0):
+        super().__init__(cache_size=cache_size)
+        self.lam = float(lam)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, InverseLogit) and other.lam == self.lam
+
+    def with_cache(self, cache_size: int = 1) -> "InverseLogit":
+        return self if self._cache_size == cache_size else InverseLogit(self.lam, cache_size)
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(z) - self.lam) / (1 - 2 * self.lam)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        s = self.lam + (1 - 2 * self.lam) * y
+        return torch.log(s) - torch.log1p(-s)
+
+    def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        s = self.lam + (1 - 2 * self.lam) * y
+        return torch.log(s) + torch.log1p(-s) - math.log1p(-2 * self.lam)
 
 
 def bits_per_dim(log_likelihood, dims: int, levels: int = 256, log_jacobian=0.0):

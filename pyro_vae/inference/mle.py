@@ -45,7 +45,8 @@ class MLEConfig:
 
 class MLE(Inference):
     """Gradient ascent on the exact log-likelihood of ``module`` (a :class:`~pyro_vae.models.flow.Flow`:
-    ``log_prob(x)``, ``data_transform``, ``event_shape``), one optimizer (role ``"all"``).
+    ``score(x)`` (``log p`` and the data transform's log-Jacobian), ``data_transform``,
+    ``event_shape``), one optimizer (role ``"all"``).
 
     The module is in training mode during a step (batch normalisation by the batch) and in
     eval mode during :meth:`evaluate` (by its running averages).
@@ -81,13 +82,13 @@ class MLE(Inference):
         # Pyro's validation (and the flow's domain check) on the first step only: the loop
         # checks every step's figures for NaN/inf, and a check is a device sync
         with pyro.validation_enabled(False) if self._validated else contextlib.nullcontext():
-            log_p = self.module.log_prob(y)
+            log_p, jacobian = self.module.score(y)
         self._validated = True
         loss = -(num_data / len(x)) * log_p.sum()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return self._means(log_p.detach(), y)
+        return self._means(log_p.detach(), y, jacobian.detach())
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor) -> dict[str, float]:
@@ -101,12 +102,12 @@ class MLE(Inference):
         with self.module.evaluating(), checks:
             for start in range(0, len(x), self.eval_chunk):
                 y = self.module.data_transform.dequantize(x[start:start + self.eval_chunk], generator)
-                for name, value in self._per_point(self.module.log_prob(y), y).items():
+                for name, value in self._per_point(*self.module.score(y), y).items():
                     sums[name] += float(value.double().sum())
         return {name: total / len(x) for name, total in sums.items()}
 
-    def _per_point(self, log_p: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.module.data_transform.figures(log_p, y, self.event_dims)
+    def _per_point(self, log_p: torch.Tensor, jacobian: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.module.data_transform.figures(log_p, y, self.event_dims, log_jacobian=jacobian)
 
-    def _means(self, log_p: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        return {name: float(value.mean()) for name, value in self._per_point(log_p, y).items()}
+    def _means(self, log_p: torch.Tensor, y: torch.Tensor, jacobian: torch.Tensor) -> dict[str, float]:
+        return {name: float(value.mean()) for name, value in self._per_point(log_p, jacobian, y).items()}

@@ -47,6 +47,11 @@ EVENT_SHAPES = {
     "ring": (2,),
     "dsprites": (1, 64, 64),
     "dsprites_original": (1, 64, 64),
+    "power": (6,),
+    "gas": (8,),
+    "hepmass": (21,),
+    "miniboone": (43,),
+    "bsds300": (63,),
 }
 
 

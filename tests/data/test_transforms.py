@@ -91,3 +91,25 @@ def test_the_transform_is_a_declared_data_entry():
         DataTransform.from_config(Config().with_overrides(["data.logit_lambda=0.7"]).data)
     with pytest.raises(ConfigError, match=r"\[data\]: transform must be a list, got 'logit'"):
         Config().with_overrides(['data.transform="logit"'])
+
+
+def test_the_inverse_logit_is_torchs_sigmoid_then_affine_in_one_transform():
+    """One transform, the same map and log-Jacobian as Sigmoid then Affine (what it replaced),
+    and to_model_space is forward and log_abs_det_jacobian in one pass."""
+    lam = 0.05
+    t = DataTransform(("logit",), logit_lambda=lam)
+    (inverse,) = t.to_data_space()
+    z = torch.randn(5, 3, dtype=torch.float64) * 3
+    sigmoid, affine = torch.distributions.SigmoidTransform(), torch.distributions.AffineTransform(
+        -lam / (1 - 2 * lam), 1 / (1 - 2 * lam))
+    s = sigmoid(z)
+    y = affine(s)
+    torch.testing.assert_close(inverse(z), y)
+    torch.testing.assert_close(inverse.inv(y), z)
+    ladj = sigmoid.log_abs_det_jacobian(z, s) + affine.log_abs_det_jacobian(s, y)
+    torch.testing.assert_close(inverse.log_abs_det_jacobian(z, y), ladj)
+    z2, jacobian = t.to_model_space(y, 1)
+    torch.testing.assert_close(z2, t.forward(y))
+    torch.testing.assert_close(jacobian, -ladj.sum(-1))
+    torch.testing.assert_close(t.figures(torch.zeros(5, dtype=torch.float64), y, 1, log_jacobian=jacobian),
+                               t.figures(torch.zeros(5, dtype=torch.float64), y, 1))

@@ -5,6 +5,7 @@ package's loop from a TOML file, and bad input is refused with the fix."""
 
 import json
 import math
+import tomllib
 
 import pyro
 import pyro.distributions as dist
@@ -295,6 +296,26 @@ def test_an_interrupted_maf_run_on_dequantized_logit_pixels_resumes_bit_for_bit(
     assert all(math.isfinite(v) for v in whole.history[-1].values())
 
 
+def test_naming_the_family_is_one_entry_and_the_run_records_the_resolved_values(tmp_path, capsys):
+    """[model] name = "nice" alone (no [inference], no binarize): the family's defaults
+    (mle, binarize = "none") apply, and config.toml records them; a named [inference]
+    name = "svi" is kept, and refused with its message."""
+    path = tmp_path / "nice.toml"
+    path.write_text('[model]\nname = "nice"\n[data]\nname = "moons"\ntrain_size = 200\nvalid_size = 100\n'
+                    'test_size = 100\n[eval]\nplots = false\n')
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), "--epochs", "1", "--run-dir", str(run), "--no-progress"]) == 0
+    recorded = tomllib.loads((run / "config.toml").read_text())
+    assert recorded["inference"]["name"] == "mle" and recorded["data"]["binarize"] == "none"
+    assert "valid_log_likelihood" in (run / "log.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(ConfigError, match=r"'svi' cannot train \[model\] name = 'nice'.*name = \"mle\""):
+        build(Config.from_toml(path).with_overrides(["inference.name=svi"]))
+    path.write_text(path.read_text() + '[inference]\nname = "svi"\n')
+    with pytest.raises(ConfigError, match=r"'svi' cannot train \[model\] name = 'nice'.*name = \"mle\""):
+        build(Config.from_toml(path).with_overrides(["budget.epochs=1"]))
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -333,7 +354,7 @@ def test_nan_is_refused_with_its_row():
 def test_binarized_data_and_transforms_for_latent_variable_models_are_refused():
     with pytest.raises(ConfigError, match=r"binarize = 'dynamic', but a flow models continuous values: set "
                                           r"\[data\] binarize = \"none\""):
-        build(Config().with_overrides(["model.name=maf", "model.hidden=[64]", "inference.name=mle"]))
+        build(Config().with_overrides(["model.name=maf", "model.hidden=[64]", "data.binarize=dynamic"]))
     with pytest.raises(ConfigError, match=r"\[data\] transform = \['dequantize'\] maps data for a density model, "
                                           r"but \[model\] name = 'vae'"):
         build(Config().with_overrides(['data.transform=["dequantize"]', "model.hidden=[8]", "eval.num_samples=0"]))
@@ -359,3 +380,16 @@ def test_toy_data_are_generated_the_same_every_time():
     a, b = load_dataset("ring"), load_dataset("ring")
     assert torch.equal(a.train, b.train) and a.event_shape == (2,) and len(a.train) == 8000
     assert set(a.train_labels.tolist()) == set(range(8))
+
+
+@pytest.mark.parametrize("steps", [("dequantize", "logit"), ("dequantize", "rescale"), ()])
+def test_score_is_the_storys_log_prob_and_the_data_transforms_jacobian(steps):
+    """score(x) computes log p(x) in the model's space plus J(x) once; it is the story's
+    TransformedDistribution.log_prob, batch norm in eval mode included."""
+    transform = DataTransform(steps, logit_lambda=0.05)
+    flow = _perturbed(MAF((1, 2, 2), num_flows=2, hidden=[8], batch_norm=True, data_transform=transform)).double()
+    flow.eval()
+    x = torch.rand(6, 1, 2, 2, dtype=torch.float64) * 0.9 + 0.05
+    log_p, jacobian = flow.score(x)
+    torch.testing.assert_close(log_p, flow.distribution().log_prob(x))
+    torch.testing.assert_close(jacobian, transform.log_abs_det_jacobian(x, 3))

@@ -87,12 +87,20 @@ class Flow(nn.Module):
         the first transform that scores ``x`` a fresh tensor: Pyro's cached transforms key
         their cache on the input's identity, and a parameter step between two calls on the
         same tensor would return the first call's result)."""
-        return ([t.inv for t in reversed(self.layers)] + self.data_transform.to_data_space()
+        return (self._layer_transforms() + self.data_transform.to_data_space()
                 + [ReshapeTransform(torch.Size([self.x_dim]), torch.Size(self.event_shape))])
+
+    def _layer_transforms(self) -> list[Transform]:
+        return [t.inv for t in reversed(self.layers)]
 
     def distribution(self) -> dist.TransformedDistribution:
         """``p(x)`` of one point: ``TransformedDistribution(base, transforms)``."""
         return dist.TransformedDistribution(self.base(), self.transforms())
+
+    def model_space_distribution(self) -> dist.TransformedDistribution:
+        """``p_z(z)`` of one point ``z (D,)`` in the model's space (after the data transform):
+        the base pushed through the layers alone."""
+        return dist.TransformedDistribution(self.base(), self._layer_transforms())
 
     def model(self, x: Optional[torch.Tensor] = None, index: Optional[torch.Tensor] = None,
               num_data: Optional[int] = None) -> torch.Tensor:
@@ -119,8 +127,23 @@ class Flow(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x)`` of each point of ``x (b, *event_shape)``, ``(b,)``, exact."""
+        return self.score(x)[0]
+
+    def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x), J(x))`` per point, each ``(b,)``: the story's density of ``x (b,
+        *event_shape)`` and the data transform's log-Jacobian ``J = log |det ∂g/∂x|``, by
+
+            log p(x) = log p_z(g(x)) + J(x)
+
+        the same value as ``distribution().log_prob(x)``, with ``g`` and ``J`` computed once
+        in one pass (:meth:`DataTransform.to_model_space`), where the story's inverse would
+        compute ``g`` and then its log-Jacobian apart; ``J`` is what the model-space figure
+        subtracts again (:meth:`DataTransform.figures`)."""
         self.batch_size(x, None)
-        return self.distribution().log_prob(x)
+        # z is a new tensor (a reshape at least), so Pyro's transform caches, keyed on the
+        # input's identity, never return a result from before a parameter step
+        z, jacobian = self.data_transform.to_model_space(x.reshape(len(x), self.x_dim), 1)
+        return self.model_space_distribution().log_prob(z) + jacobian, jacobian
 
     @torch.no_grad()
     def log_density(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +165,8 @@ class Flow(nn.Module):
         in eval mode (differentiable): the flow's picture of the data (no encoder: a
         deterministic map)."""
         with self.evaluating():
-            u = x.reshape(len(x), self.x_dim)
-            for t in [t.inv for t in reversed(self.data_transform.to_data_space())] + self.layers:
+            u = self.data_transform.forward(x.reshape(len(x), self.x_dim))
+            for t in self.layers:
                 u = t(u)
         return u
 
