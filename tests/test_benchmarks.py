@@ -126,6 +126,13 @@ def jobs(out: Path) -> dict[str, Job]:
                                              "--peak-size", "512")),
         "gae_refresh.py": Job(script("gae_refresh.py", "--periods", "1", "2", "--epochs", "1", "--n-train", "300",
                                      "--hidden-size", "50", "--points", "20", "--out", str(out / "gae_refresh"))),
+        "hier-nll": Job(experiment("hier-nll", "--out", str(out / "hier-nll"), "--models", "hvae", "vlae", "--epochs",
+                                   "1", "--n-train", "200", "--hidden-size", "32", "--z-dim", "4", "--vlae-z-dims", "2",
+                                   "2", "2", "--eval-samples", "5", "--eval-points", "20", "--warmup-epochs", "0")),
+        "vlae-layers": Job(experiment("vlae-layers", "--out", str(out / "vlae-layers"), "--epochs", "1", "--n-train",
+                                      "200", "--test-points", "50", "--probe-train", "100")),
+        "hier_step_time.py": Job(script("hier_step_time.py", "--steps", "2", "--repeats", "1", "--hidden-size", "32",
+                                        "--z-dim", "4", "--vlae-z-dims", "2", "2", "2")),
         "matrix_step_time.py": Job(script("matrix_step_time.py", "--n-train", "300", "--steps", "2", "--warmup", "1",
                                           "--hidden-size", "32", "--out", str(out / "matrix_step_time"))),
         "gae_iwae_nll.py": Job(script("gae_iwae_nll.py", "--epochs", "1", "--n-train", "300", "--n-valid", "100",
@@ -314,6 +321,16 @@ def test_the_adversarial_experiments(smoke):
 def test_wgan_step_time(smoke):
     _, done = result(smoke, "wgan_step_time.py")
     assert "| generator step (n_critic = 5) | package ms | reference ms | ratio |" in done.out
+
+
+def test_the_hierarchical_experiments(smoke):
+    out, done = result(smoke, "hier-nll")
+    assert "| model | network | test NLL | k | n | epochs | best valid ELBO |" in done.out
+    assert "| hvae | mlp |" in done.out and "| vlae | mlp |" in done.out
+    out, done = result(smoke, "vlae-layers")
+    assert "| model | epochs | valid ELBO | layer | KL | active | probe acc. |" in done.out
+    _, done = result(smoke, "hier_step_time.py")
+    assert "| vae |" in done.out and "| gae2 |" in done.out and "| vlae |" in done.out
 
 
 def test_matrix_step_time(smoke):

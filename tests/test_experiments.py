@@ -154,7 +154,8 @@ def test_every_experiment_declares_its_options(capsys):
 
 def test_unknown_experiment_and_options():
     assert set(EXPERIMENTS) == {"aevb-fig2", "aevb-fig3", "mnist-nll", "frey-face", "gae-nll", "gae-parzen",
-                                "flow-mnist"}
+                                "flow-mnist", "vlae-layers", "hier-nll", "wgan-curves", "wgan-overfit",
+                                "pixelgan-clustering", "sample-quality"}
     with pytest.raises(ValueError, match="unknown experiment"):
         run_experiment("aevb-fig4")
     with pytest.raises(ValueError, match="unknown option"):
