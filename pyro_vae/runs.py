@@ -70,8 +70,16 @@ class RunDirectory:
     def record_data(self, data: DataSplits) -> Path:
         """data.json: the files the data were read from, with their sha256 and size (or
         a checksum of in-memory arrays), so that the run names the copy it trained on.
-        Rewritten at every (re)start: it says what the latest start read."""
-        return checkpoint.write_text(self.path / "data.json", json.dumps(provenance.record(data), indent=2) + "\n")
+        Rewritten at every (re)start: it says what the latest start read.
+
+        Raises:
+            ConfigError: a run being resumed read other data than its data.json records
+                (``[data] data_dir`` may move to another copy, not to other data).
+        """
+        record, path = provenance.record(data), self.path / "data.json"
+        if self.checkpoint_path.exists() and path.exists():
+            _check_same_data(json.loads(path.read_text()), record, path)
+        return checkpoint.write_text(path, json.dumps(record, indent=2) + "\n")
 
     def check_writable(self) -> None:
         """Create the directory and write a file in it, before any training: a run
@@ -128,8 +136,23 @@ class RunDirectory:
 
 
 def _changed_sections(a: Config, b: Config) -> set[str]:
+    """The sections that differ, but for ``[data] data_dir``: where the files are is not
+    what they are (data.json's checksums say that, :func:`_check_same_data`)."""
     da, db = a.to_dict(), b.to_dict()
+    for d in (da, db):
+        d.get("data", {}).pop("data_dir", None)
     return {key for key in da if da[key] != db.get(key)}
+
+
+def _check_same_data(saved: dict, now: dict, path: Path) -> None:
+    """A ConfigError when the sources read now differ in content from those ``path`` records."""
+    digests = lambda record: [s.get("sha256") for s in record.get("sources", [])]
+    if digests(saved) == digests(now):
+        return
+    was = ", ".join(f"{s['label']} (sha256 {s['sha256'][:12]}…)" for s in saved.get("sources", []))
+    is_ = ", ".join(f"{s['label']} (sha256 {s['sha256'][:12]}…)" for s in now.get("sources", []))
+    raise ConfigError(f"{path.parent} was trained on other data than was read now: {path.name} records {was}; "
+                      f"now read: {is_}. Point --data-dir at the copy it trained on, or give a new run directory")
 
 
 # ----------------------------------------------------------------------------- the log

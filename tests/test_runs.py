@@ -10,6 +10,7 @@ config.toml with one flat ``[inference]`` record of every algorithm's fields.
 
 import copy
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import torch
 
 from pyro_vae import __version__, checkpoint
 from pyro_vae.config import Config, ConfigError
+from pyro_vae.data import resolve_data_dir
 from pyro_vae.inference import SVIConfig, WakeSleepConfig
 from pyro_vae.runs import LEGACY_RELEASE, RunDirectory, migrate_checkpoint, read_log
 from pyro_vae.train import load_run, train
@@ -215,3 +217,35 @@ def test_migrate_checkpoint_moves_the_gae_cache_to_the_objective_and_the_bandwid
 def test_migrate_checkpoint_translates_the_best_parameters_too(tmp_path):
     out = migrate_checkpoint(_legacy_ckpt({"optimizer": "A"}, _legacy_gae_module()), tmp_path / "c.pt", "svi")
     assert set(out["state"]["best_module"]) == set(out["module"])
+
+
+#: The real Frey Face file, if there is one where the tests look for data.
+SHARED_FREY = next((d / "frey_face" / "frey_rawface.mat" for d in resolve_data_dir()
+                    if (d / "frey_face" / "frey_rawface.mat").is_file()), None)
+
+
+@pytest.mark.skipif(SHARED_FREY is None, reason="the Frey Face file was not found")
+def test_a_run_resumes_from_another_copy_of_its_data_but_not_from_other_data(tmp_path):
+    """``[data] data_dir`` says where the files are, not what they are: a resumed run may
+    read an identical copy elsewhere; data.json's checksums refuse other data."""
+    import scipy.io
+
+    copies = {name: tmp_path / name / "frey_face" for name in ("a", "b", "changed")}
+    for folder in copies.values():
+        folder.mkdir(parents=True)
+        shutil.copy(SHARED_FREY, folder / "frey_rawface.mat")
+    faces = scipy.io.loadmat(SHARED_FREY)
+    faces["ff"][0, 0] = 255 - faces["ff"][0, 0]
+    scipy.io.savemat(copies["changed"] / "frey_rawface.mat", {"ff": faces["ff"]})
+
+    def config(copy, epochs):
+        return Config().with_overrides([
+            'data.name="frey_face"', 'data.binarize="none"', 'model.likelihood="gaussian"', "model.hidden=[16]",
+            "eval.num_samples=0", "eval.plots=false", f'data.data_dir="{tmp_path / copy}"', f"budget.epochs={epochs}"])
+
+    train(config("a", 1), tmp_path / "run", progress=False)
+    _, state = train(config("b", 2), tmp_path / "run", progress=False)
+    assert state.epoch == 2
+    with pytest.raises(ConfigError, match=r"was trained on other data than was read now: data.json records "
+                                          r".*frey_rawface.mat \(sha256 .*Point --data-dir at the copy"):
+        train(config("changed", 3), tmp_path / "run", progress=False)
