@@ -10,7 +10,9 @@
     run_dir/plots/*.png     what the model's capabilities allow to draw
 
 A run resumes under the config it was started with; only ``[budget]``, ``[eval]`` and
-``[run]`` may change (to train longer, evaluate differently, or move to another device).
+``[run]`` may change (to train longer, evaluate differently, or move to another device),
+and ``[data] data_dir`` (to read another copy of the same files: data.json's checksums
+must match).
 
 Run directories written by pyro-vae 0.1 (whose checkpoints carry no ``"release"``) load
 and resume: their config and checkpoint are translated to this release's layout on
