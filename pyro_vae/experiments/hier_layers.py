@@ -52,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-train", type=int, help="a fixed random subset of N training images")
+    p.add_argument("--n-valid", type=int, help="validate on a fixed random subset of N validation images")
     p.add_argument("--test-points", type=int, default=2000, help="test images the figures are measured on")
     p.add_argument("--probe-train", type=int, default=5000, help="training images the linear probe is fitted on")
     p.add_argument("--data-dir")
@@ -65,7 +66,7 @@ def make_config(args, model: str) -> Config:
     return Config.from_dict({
         "seed": args.seed,
         "data": {"name": "mnist", "data_dir": args.data_dir, "binarize": "dynamic", "batch_size": args.batch_size,
-                 "train_size": args.n_train},
+                 "train_size": args.n_train, "valid_size": args.n_valid},
         "model": {**MODELS[model], "likelihood": "bernoulli"},
         "optim": {"name": "adam", "lr": args.lr},
         "budget": {"epochs": args.epochs, "patience": 1000, "max_minutes": args.max_minutes},
