@@ -14,6 +14,19 @@ from torch import nn
 _SKIP_REGISTRATION = contextvars.ContextVar("pyro_vae_skip_module_registration", default=False)
 
 
+def story_batch_size(x: Optional[torch.Tensor], num_data: Optional[int], event_shape: tuple) -> int:
+    """The number of points a story is told for: ``len(x)`` (checked to be ``(batch,
+    *event_shape)``), or ``num_data`` when it generates (``x`` None)."""
+    if x is not None:
+        if tuple(x.shape[1:]) != tuple(event_shape):
+            raise ValueError(f"x must be a (batch, *event_shape) tensor with event_shape {tuple(event_shape)}, "
+                             f"got shape {tuple(x.shape)}: data points of shape {tuple(x.shape[1:])}")
+        return len(x)
+    if num_data is None:
+        raise ValueError("model(x=None) generates data: give num_data, the number of points")
+    return num_data
+
+
 def data_plate(batch_size: int, index: Optional[torch.Tensor], num_data: Optional[int]) -> pyro.plate:
     """The ``"data"`` plate over a batch of ``batch_size`` rows.
 

@@ -106,8 +106,8 @@ def linear_probe(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Te
     train, test = (train - mean) / std, (test - mean) / std
     y, y_test = train_labels.long().cpu(), test_labels.long().cpu()
     classes = int(max(y.max(), y_test.max())) + 1
-    w = torch.zeros(train.shape[1], classes, dtype=torch.double, requires_grad=True)
-    b = torch.zeros(classes, dtype=torch.double, requires_grad=True)
+    w = torch.zeros(train.shape[1], classes, dtype=torch.double, requires_grad=True)  # cpu-ok: fitted on the CPU copy
+    b = torch.zeros(classes, dtype=torch.double, requires_grad=True)  # cpu-ok
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():

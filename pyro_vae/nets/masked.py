@@ -47,7 +47,7 @@ def raster_mask(kernel: int, mask_type: str) -> torch.Tensor:
         raise ValueError(f"mask_type must be \"A\" or \"B\", got {mask_type!r}")
     if kernel % 2 != 1:
         raise ValueError(f"a masked convolution needs an odd kernel (a centre), got {kernel}")
-    mask = torch.zeros(kernel, kernel)
+    mask = torch.zeros(kernel, kernel)  # cpu-ok: becomes a buffer that follows its module
     c = kernel // 2
     mask[:c] = 1
     mask[c, :c + (mask_type == "B")] = 1

@@ -41,7 +41,7 @@ from pyro_vae.models.flow.bases import AutoregressiveMixture, StandardBase
 from pyro_vae.models.flow.transforms import AffineAutoregressiveLayer, Coupling, DiagonalScaling
 from pyro_vae.nets.made import made
 from pyro_vae.nets.shapes import as_event_shape
-from pyro_vae.plates import data_plate, register_module
+from pyro_vae.plates import data_plate, register_module, story_batch_size
 
 #: What a flow offers: an exact log-density and samples; no guide, no latent sites.
 DENSITY = Capabilities(has_guide=False, exact_log_prob=True, has_encoder=False, latent_sites=())
@@ -114,16 +114,10 @@ class Flow(nn.Module):
     def batch_size(self, x: Optional[torch.Tensor], num_data: Optional[int]) -> int:
         """``len(x)`` (checked to be ``(batch, *event_shape)`` and, under Pyro's validation,
         inside the data transform's domain), or ``num_data`` when it generates."""
-        if x is None:
-            if num_data is None:
-                raise ValueError("model(x=None) generates data: give num_data, the number of points")
-            return num_data
-        if tuple(x.shape[1:]) != self.event_shape:
-            raise ValueError(f"x must be a (batch, *event_shape) tensor with event_shape {self.event_shape}, "
-                             f"got shape {tuple(x.shape)}")
-        if pyro.poutine.util.is_validation_enabled():
+        batch = story_batch_size(x, num_data, self.event_shape)
+        if x is not None and pyro.poutine.util.is_validation_enabled():
             self.data_transform.check(x, "x")
-        return len(x)
+        return batch
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x)`` of each point of ``x (b, *event_shape)``, ``(b,)``, exact."""
@@ -252,7 +246,8 @@ class MAF(Flow):
         if num_flows < 0 or (num_flows == 0 and base == "normal"):
             raise ValueError(f"num_flows = {num_flows}: give at least one layer, or base = \"made_mog\" for MADE MoG")
         d = math.prod(as_event_shape(event_shape))
-        orders = [torch.arange(d) if k % 2 == 0 else torch.arange(d - 1, -1, -1) for k in range(num_flows + 1)]
+        orders = [torch.arange(d) if k % 2 == 0 else torch.arange(d - 1, -1, -1)  # cpu-ok: MADE masks, buffers
+                  for k in range(num_flows + 1)]
         layers: list[Transform] = []
         for k in range(num_flows):
             layers.append(AffineAutoregressiveLayer(made(d, hidden, (1, 1), orders[k], activation)))

@@ -53,7 +53,7 @@ class Coupling(TransformModule):
         if act in GATED or not hidden:
             raise ValueError(f"a coupling network needs hidden layers and a plain activation, got {list(hidden)}, "
                              f"{act!r}")
-        index = torch.arange(dim)
+        index = torch.arange(dim)  # cpu-ok: buffers below follow the module
         kept, changed = index[index % 2 == parity], index[index % 2 != parity]
         self.register_buffer("kept", kept, persistent=False)  # cpu-ok: buffers follow the module
         self.register_buffer("changed", changed, persistent=False)  # cpu-ok

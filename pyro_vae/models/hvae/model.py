@@ -46,7 +46,7 @@ from pyro_vae.models.gae.prior import ExemplarPrior
 from pyro_vae.models.vae.model import Decoder, StandardNormal
 from pyro_vae.nets import GaussianHead, mlp
 from pyro_vae.nets.shapes import as_event_shape
-from pyro_vae.plates import data_plate, register_module
+from pyro_vae.plates import data_plate, register_module, story_batch_size
 
 LEVELS = ("z2", "z1")
 
@@ -169,14 +169,7 @@ class HVAE(nn.Module):
 
     def batch_size(self, x: Optional[torch.Tensor], num_data: Optional[int]) -> int:
         """``len(x)`` (checked to be ``(batch, *event_shape)``), or ``num_data`` when generating."""
-        if x is not None:
-            if tuple(x.shape[1:]) != self.event_shape:
-                raise ValueError(f"x must be a (batch, *event_shape) tensor with event_shape {self.event_shape}, "
-                                 f"got shape {tuple(x.shape)}")
-            return len(x)
-        if num_data is None:
-            raise ValueError("model(x=None) generates data: give num_data, the number of points")
-        return num_data
+        return story_batch_size(x, num_data, self.event_shape)
 
     def collapsed(self) -> contextlib.AbstractContextManager:
         """The story with the top prior's discrete latents summed out (see the VAE's)."""

@@ -34,7 +34,7 @@ from pyro_vae.capabilities import Capabilities
 from pyro_vae.guides.amortized import DiagonalNormalGuide, GaussianEncoder
 from pyro_vae.nets import decoder_body
 from pyro_vae.nets.shapes import as_event_shape
-from pyro_vae.plates import data_plate, register_module
+from pyro_vae.plates import data_plate, register_module, story_batch_size
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -212,14 +212,7 @@ class VAE(nn.Module):
     def batch_size(self, x: Optional[torch.Tensor], num_data: Optional[int]) -> int:
         """The number of points the story is told for: ``len(x)`` (checked to be
         ``(batch, *event_shape)``), or ``num_data`` when it generates."""
-        if x is not None:
-            if tuple(x.shape[1:]) != self.event_shape:
-                raise ValueError(f"x must be a (batch, *event_shape) tensor with event_shape {self.event_shape}, "
-                                 f"got shape {tuple(x.shape)}: data points of shape {tuple(x.shape[1:])}")
-            return len(x)
-        if num_data is None:
-            raise ValueError("model(x=None) generates data: give num_data, the number of points")
-        return num_data
+        return story_batch_size(x, num_data, self.event_shape)
 
     def collapsed(self) -> contextlib.AbstractContextManager:
         """Within it, the model's discrete latents are summed out of its story (the

@@ -41,7 +41,7 @@ from pyro_vae.models.vae.model import LIKELIHOODS, StandardNormal
 from pyro_vae.nets.ladder import Embedding, Rung, down_rung, plan
 from pyro_vae.nets.mlp import GATED, activation as make_activation
 from pyro_vae.nets.shapes import as_event_shape
-from pyro_vae.plates import data_plate, register_module
+from pyro_vae.plates import data_plate, register_module, story_batch_size
 
 
 def check_layers(z_dims: Sequence[int], hidden: Sequence[int], depths: Sequence[int]) -> None:
@@ -173,14 +173,7 @@ class VLAE(nn.Module):
         return [zs[f"z{l}"] for l in range(1, self.num_layers + 1)]
 
     def batch_size(self, x: Optional[torch.Tensor], num_data: Optional[int]) -> int:
-        if x is not None:
-            if tuple(x.shape[1:]) != self.event_shape:
-                raise ValueError(f"x must be a (batch, *event_shape) tensor with event_shape {self.event_shape}, "
-                                 f"got shape {tuple(x.shape)}")
-            return len(x)
-        if num_data is None:
-            raise ValueError("model(x=None) generates data: give num_data, the number of points")
-        return num_data
+        return story_batch_size(x, num_data, self.event_shape)
 
     def collapsed(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
