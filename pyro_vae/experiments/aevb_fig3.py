@@ -26,7 +26,7 @@ likelihoods estimated on the collapsed story (the exact mixture over the ``N_tra
 components). Run directories ``n<N>-gae-<algorithm>``.
 
 Outputs in ``out``: ``aevb_fig3.csv``, ``aevb_fig3.png`` (a panel per N_train) and
-``aevb_fig3.json`` (settings, final numbers, AEVB minus each other algorithm).
+``aevb_fig3.json`` (settings, final numbers, AEVB minus each other algorithm)::
 
     pyro-vae experiment aevb-fig3 --max-minutes 60 --out results/fig3
     pyro-vae experiment aevb-fig3 --n-train 200 --algorithms aevb,mcem --max-samples 200 --num-points 2 \\

@@ -27,9 +27,9 @@ random N of them (the target is only claimed on all 10000). The evaluation is sa
 100 images at a time (``checkpointed_log_likelihood``) under the run directory, so
 ``--resume`` continues an interrupted one (``eval_s`` is then the last invocation's time).
 
-It also reports the GAE's training-estimator diagnostics at the end (mean |log P̂ − log P|
+It also reports the GAE's training-estimator diagnostics at the end (mean ``|log P̂ − log P|``
 of the prior estimate, and the responsibility mass its neighbour lists hold: the training
-objective's ``ExemplarELBO.prior_estimate_error``).
+objective's ``ExemplarELBO.prior_estimate_error``)::
 
     pyro-vae experiment gae-nll --max-minutes 120                        # the real run: many hours
     pyro-vae experiment gae-nll --epochs 1 --layers 1 --eval-samples 10 --eval-points 50   # smoke test

@@ -12,7 +12,7 @@ training images binarized anew at every batch (``binarize = "dynamic"``; the GAE
 exemplars are one fixed binarization of them), 10000 validation images for early
 stopping; Bernoulli decoder, ``z_dim`` 40, ``[500] * L`` ReLU layers, Adam 1e-3, batch
 100, the GAE with ``lambda1 = lambda2 = 0.05``. The Parzen evaluation uses the grey-level
-(real-valued) validation and test images. ``--models vae`` adds the VAE for reference.
+(real-valued) validation and test images. ``--models vae`` adds the VAE for reference::
 
     pyro-vae experiment gae-parzen --max-minutes 120                 # the real run: hours
     pyro-vae experiment gae-parzen --epochs 1 --layers 1 --num-samples 500 --eval-points 200   # smoke test

@@ -10,7 +10,7 @@ probabilities) takes the majority label of the training images it holds (``--n-l
 of them, a fixed subset; the labels are used for nothing else), and the error is that
 of those cluster labels on the 10000 test images. The figures are kept in the run's
 checkpoint, so the same command carries a long run on where it stopped
-(``--max-minutes`` per call).
+(``--max-minutes`` per call)::
 
     pyro-vae experiment pixelgan-clustering --max-minutes 60 --epochs 500   # call again to go on
     pyro-vae experiment pixelgan-clustering --epochs 1 --n-train 500 --channels 8 --layers 1 \\

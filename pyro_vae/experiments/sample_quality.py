@@ -7,7 +7,7 @@ the importance-sampled bound for a latent-variable model trained by likelihood; 
 a GAN's decoder, whose guide was never trained, nor for the PixelGAN autoencoder, whose
 ``log p(x|z)`` is exact but ``log p(x)`` is not computed).
 
-It scores trained run directories (``pyro-vae train``, or the other experiments' runs):
+It scores trained run directories (``pyro-vae train``, or the other experiments' runs)::
 
     pyro-vae experiment sample-quality --runs vae=runs/vae wgan_gp=results/wgan_curves/run \\
         pixelgan=results/pixelgan_clustering/run                           # 10000 samples each

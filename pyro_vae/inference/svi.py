@@ -55,7 +55,7 @@ class SVIConfig:
 
     name: str = "svi"
     #: "trace" (SGVB estimator A), "meanfield" (estimator B: analytic KL), "trace_enum"
-    #: (sums out enumerated discrete latents), their "jit_" variants, or "auto": the
+    #: (sums out enumerated discrete latents), their ``"jit_"`` variants, or "auto": the
     #: model family's own objective (the VAE's: estimator B computed without Pyro's
     #: per-step tracing; the GAE's: its exemplar ELBO), else "meanfield".
     elbo: str = "auto"
@@ -74,7 +74,7 @@ class SVIConfig:
     #: (dip_factor unset: 10 for DIP-VAE-I, 1 for DIP-VAE-II).
     dip_lambda_od: float = 10.0
     dip_factor: Optional[float] = None
-    #: Capacity: γ |KL − C(t)|, C rising linearly to capacity_max nats over capacity_steps steps.
+    #: The capacity objective γ ``|KL − C(t)|``, C rising linearly to capacity_max nats over capacity_steps steps.
     capacity_max: float = 25.0
     capacity_steps: int = 100000
     capacity_gamma: float = 1000.0
@@ -85,7 +85,7 @@ class JitTraceMeanField_ELBO(pyro.infer.JitTraceMeanField_ELBO):
 
     Pyro 1.9 guards the construction of its compiled closure with a test of
     ``_loss_and_surrogate_loss`` but stores it as ``_differentiable_loss``, so each
-    call builds (and ``torch.jit.trace``s) a new one: slower than no JIT at all.
+    call builds (and traces, ``torch.jit.trace``) a new one: slower than no JIT at all.
     Setting the tested attribute once the closure exists makes later calls reuse it.
     """
 

@@ -4,21 +4,21 @@ disentanglement_lib's definitions and default settings (Locatello et al. 2019,
 "Challenging common assumptions in the unsupervised learning of disentangled
 representations"):
 
-==================  ============================================  ======================
-metric              what                                          keys
-==================  ============================================  ======================
-``beta_vae``        Higgins et al. 2017: linear classifier of the  train/eval_accuracy
-                    fixed factor from mean |Δz| of pairs
-``factor_vae``      Kim & Mnih 2018: majority vote of the code of  train/eval_accuracy,
-                    least normalized variance                      num_active_dims
-``mig``             Chen et al. 2018: gap of the top two mutual    mig
+==================  ============================================== ======================
+metric              what                                           keys
+==================  ============================================== ======================
+``beta_vae``        Higgins et al. 2017: linear classifier of the   train/eval_accuracy
+                    fixed factor from mean ``|Δz|`` of pairs
+``factor_vae``      Kim & Mnih 2018: majority vote of the code of   train/eval_accuracy,
+                    least normalized variance                       num_active_dims
+``mig``             Chen et al. 2018: gap of the top two mutual     mig
                     informations over the factor's entropy
-``dci``             Eastwood & Williams 2018: gradient-boosted     disentanglement,
-                    trees' importances                             completeness,
-                                                                   informativeness_*
-``sap``             Kumar et al. 2018: gap of the top two one-code sap_score
+``dci``             Eastwood & Williams 2018: gradient-boosted      disentanglement,
+                    trees' importances                              completeness,
+                                                                    informativeness_*
+``sap``             Kumar et al. 2018: gap of the top two one-code  sap_score
                     classifiers' accuracies
-==================  ============================================  ======================
+==================  ============================================== ======================
 
     >>> from pyro_vae.data.dsprites import DSprites
     >>> scores = disentanglement_metrics(encoder_mean(vae), DSprites(), seed=0, progress=True)

@@ -4,7 +4,7 @@ constrained variational framework", Sec. 3), as disentanglement_lib computes it
 
 One training point: draw a factor ``k`` uniformly, then ``batch_size`` pairs of factor
 vectors that agree on factor ``k`` (the rest drawn independently); its feature is the
-mean absolute difference of the pairs' codes and its label ``k``:
+mean absolute difference of the pairs' codes and its label ``k``::
 
     z_diff = (1/B) Σ_b |z(x_b¹) − z(x_b²)|    (L,)
 

@@ -7,7 +7,7 @@ scikit-learn ``GradientBoostingClassifier`` (default settings) per factor.
 The classifier of factor ``k`` predicts its class from all codes; its feature
 importances are column ``k`` of the importance matrix ``R (L, K)``. With
 ``P_ik = R_ik / Σ_k' R_ik'`` (code ``i``'s importance spread over the factors) and
-``Q_ik = R_ik / Σ_i' R_i'k`` (factor ``k``'s spread over the codes):
+``Q_ik = R_ik / Σ_i' R_i'k`` (factor ``k``'s spread over the codes)::
 
     D = Σ_i ρ_i (1 − H_K(P_i·)),   ρ_i = Σ_k R_ik / Σ R      (disentanglement)
     C = Σ_k ω_k (1 − H_L(Q_·k)),   ω_k = Σ_i R_ik / Σ R      (completeness)

@@ -18,6 +18,7 @@ ELBO. How the estimate enters each algorithm:
 * ``exact``: ``P̂ = P_{−b}``; every algorithm is exactly its textbook self on the GAE.
 * ``knn`` (and ``random``, which is biased by construction): ``E[P̂_b(z)] = P_{−b}(z)``
   given the cache (an unbiased *density*, so ``E log P̂ ≤ log P``).
+
   - IWAE / VIMCO: the weights ``w_k = p(x|z_k) P̂(z_k) / q(z_k|x)`` share one pool; as
     the pool is drawn independently of the particles, ``E[(1/K) Σ_k w_k] = p(x)``
     still, so ``E log (1/K) Σ_k w_k ≤ log p(x)``: the bound stays a lower bound in
@@ -31,6 +32,7 @@ ELBO. How the estimate enters each algorithm:
     all ``n`` freshly encoded; ``random``: the step's pool), without gradients: a fixed
     target. The M-step ascends ``log p(x|z) + log P̂(z)`` at the samples, with the
     estimator's gradients.
+
 * Dreams (wake-sleep's sleep phase, RWS with ``insomnia < 1``) draw ``y`` uniformly, then
   ``z ~ k_y`` and ``x ~ p(x|z)``, as the GAE generates; with the cache (``knn``) the
   components are the cached ones (no pass over all ``n`` per step).

@@ -12,12 +12,12 @@ from pyro_vae.models.vae.config import VAEConfig
 @dataclass
 class HVAEConfig(VAEConfig):
     name: str = "hvae"
-    #: (z_dim: the top level z2's dimensions.) The lower level z1's dimensions.
+    #: (z_dim is the top level z2's dimensions.) The lower level z1's dimensions.
     z1_dim: int = 2
 
 
 @dataclass
 class GAE2Config(GAEConfig):
     name: str = "gae2"
-    #: (z_dim: the top level z2's, whose prior is the exemplar mixture.) The lower level z1's dimensions.
+    #: (z_dim is the top level z2's, whose prior is the exemplar mixture.) The lower level z1's dimensions.
     z1_dim: int = 2

@@ -2,7 +2,7 @@ r"""The stacked two-level VAE ("HVAE"): ``z_2 → z_1 → x``, with ``x`` read f
 
 The hierarchy the VLAE paper (Zhao, Song & Ermon 2017, section 3) analyses and the
 two-level model of VampPrior (Tomczak & Welling 2018, section 3.2) and IWAE (Burda et
-al. 2016). The generative story, for each data point:
+al. 2016). The generative story, for each data point::
 
     z_2 ~ p(z_2)                                the top prior: a component (N(0, I), or the
                                                 GAE's exemplar mixture of q(z_2|x_j))
