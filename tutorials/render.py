@@ -6,7 +6,8 @@
 
 Each notebook runs top to bottom in a fresh kernel on *this* interpreter (a kernel spec
 written for the run, so the kernel imports the package being rendered), headless
-(``MPLBACKEND=Agg``), in a temporary working directory. Real settings are the notebook's own
+(matplotlib's inline backend, which stores ``plt.show()``'s figures as PNG outputs), in a
+temporary working directory. Real settings are the notebook's own
 (``PYRO_VAE_FAST`` unset): the real data in ``../shared/data`` and the training budgets the
 text describes. Outputs are kept small before they are stored: a PNG wider than
 :data:`MAX_WIDTH` pixels is scaled down, and every PNG is re-encoded with zlib at its best
@@ -79,8 +80,8 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool, timeout: fl
             cell.outputs, cell.execution_count = [], None
     if preamble:
         nb.cells.insert(0, nbformat.v4.new_code_cell(preamble))
-    env = {k: v for k, v in os.environ.items() if k != "PYRO_VAE_FAST"}
-    env["MPLBACKEND"] = "Agg"
+    # No MPLBACKEND: the kernel's own inline backend is what shows plt.show()'s figures.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYRO_VAE_FAST", "MPLBACKEND")}
     if fast:
         env["PYRO_VAE_FAST"] = "1"
     deadline = None if timeout is None else time.monotonic() + timeout
