@@ -22,10 +22,12 @@ __all__ = ["layer_grid", "layer_kl_bars", "layer_scatter", "layer_traversals"]
 
 
 def _figure(ncols: int, size: float = 3.2, height: Optional[float] = None):
+    """A row of ``ncols`` panels; the constrained layout keeps each panel's labels clear of
+    its neighbours and a suptitle clear of the panel titles."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(size * ncols, height or size), dpi=100)
+    fig = Figure(figsize=(size * ncols, height or size), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 

@@ -341,3 +341,26 @@ def test_figure_curves_draw_every_logged_figure(tmp_path, figures):
     assert [len(ax.lines) for ax in axes] == [2, 1]  # elbo: train + validation; accept_prob: train
     with pytest.raises(ValueError, match="no train_<figure>"):
         plots.figure_curves([{"epoch": 1, "seconds": 2.0}], tmp_path / "x.png")
+
+
+def test_layer_panels_keep_their_labels_and_titles_apart(tmp_path, monkeypatch):
+    # layer_scatter once drew each panel's y label over its left neighbour, and the
+    # suptitle over the panel titles (tutorial 06)
+    from pyro_vae import layer_plots
+
+    saved = []
+    original = layer_plots._save
+    monkeypatch.setattr(layer_plots, "_save", lambda fig, path: saved.append(fig) or original(fig, path))
+    g = torch.Generator().manual_seed(0)
+    means = {f"z{k}": 3 * torch.randn(200, 2, generator=g) for k in (3, 2, 1)}
+    _png(layer_plots.layer_scatter(means, torch.arange(200) % 10, tmp_path / "s.png", title="posterior means"))
+    fig = saved[-1]
+    renderer = fig.canvas.get_renderer()
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert len(axes) == 3
+    for left, right in zip(axes, axes[1:]):
+        label = right.yaxis.label.get_window_extent(renderer)
+        assert label.x0 >= left.get_tightbbox(renderer).x1, "a y label over the panel to its left"
+    top = fig._suptitle.get_window_extent(renderer)
+    for ax in axes:
+        assert not top.overlaps(ax.title.get_window_extent(renderer)), "the suptitle over a panel title"
