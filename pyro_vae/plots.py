@@ -493,8 +493,10 @@ def latent_kde(
     axis), or a function ``z (m, 2) -> log-density (m,)`` evaluated on the grid (e.g.
     ``gae.log_prior``: the GAE's prior *is* a kernel density estimate with one
     posterior per training point). ``extent = (x0, x1, y0, y1)`` defaults to the range
-    of the codes given (in ``panels`` or ``points``), else ``±3``. ``log_scale`` shows
-    the log-density; ``points`` optionally overlays codes on the panel of the same name.
+    of the codes given (in ``panels`` or ``points``, 0.5 to 99.5 percentiles, padded), else
+    ``±3``; every panel's axes span exactly the extent (overlaid codes outside it are cut).
+    ``log_scale`` shows the log-density; ``points`` optionally overlays codes on the panel
+    of the same name.
     """
     path = _png_path(path)
     if not panels:
@@ -539,6 +541,8 @@ def latent_kde(
         if points and name in points:
             p = arrays[name]
             ax.scatter(p[:, 0], p[:, 1], s=2, c="white", alpha=0.3, linewidths=0)
+        ax.set_xlim(x0, x1)  # the density's grid: codes outside it would widen the axes past the image
+        ax.set_ylim(y0, y1)
         ax.set_title(name)
         ax.set_xlabel("z[0]")
         ax.set_ylabel("z[1]")

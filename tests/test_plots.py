@@ -364,3 +364,18 @@ def test_layer_panels_keep_their_labels_and_titles_apart(tmp_path, monkeypatch):
     top = fig._suptitle.get_window_extent(renderer)
     for ax in axes:
         assert not top.overlaps(ax.title.get_window_extent(renderer)), "the suptitle over a panel title"
+
+
+def test_latent_kde_axes_span_the_density_grid(tmp_path, figures):
+    # overlaid codes beyond the default extent (0.5-99.5 percentiles) once widened the axes,
+    # leaving a blank strip beside the image
+    codes = torch.cat([torch.randn(400, 2), torch.tensor([[12.0, -9.0]])])
+    plots.latent_kde({"prior": lambda z: -0.5 * (z ** 2).sum(-1), "codes": codes}, tmp_path / "kde.png",
+                     points={"prior": codes})
+    plots.latent_kde({"codes": codes}, tmp_path / "given.png", extent=(-1.0, 2.0, -3.0, 0.5), points={"codes": codes})
+    for fig in figures:
+        for ax in fig.axes:
+            (im,) = ax.get_images()
+            x0, x1, y0, y1 = im.get_extent()
+            assert ax.get_xlim() == pytest.approx((x0, x1)) and ax.get_ylim() == pytest.approx((y0, y1))
+    assert figures[1].axes[0].get_images()[0].get_extent() == pytest.approx((-1.0, 2.0, -3.0, 0.5))
