@@ -219,11 +219,8 @@ def torch_inventory() -> Inventory:
 
     inv = Inventory()
 
-    def generated(name: str, obj, members: bool = True) -> None:  # one autosummary page each
-        inv.add(obj, f"generated/{name}.html", name, members=False)
-        if members and inspect.isclass(obj):
-            for member, _ in _methods(obj):
-                inv.entries.setdefault(f"{name}.{member}", ("py:method", f"generated/{name}.html#{name}.{member}"))
+    def generated(name: str, obj) -> None:  # one autosummary page each, its methods on it
+        inv.add(obj, f"generated/{name}.html", name)
 
     # Tensor: its own page, each method a generated page; dtype/device/layout on one page.
     inv.add(torch.Tensor, "tensors.html", "torch.Tensor", members=False)

@@ -87,7 +87,7 @@ def execute(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool, timeout: fl
     deadline = None if timeout is None else time.monotonic() + timeout
     client = nbclient.NotebookClient(
         nb, km=kernel_manager(workdir / ".kernels"), kernel_name=KERNEL,
-        timeout=None if deadline is None else 1,
+        timeout=None,  # with a deadline, timeout_func gives each cell what is left of it
         timeout_func=None if deadline is None else (lambda cell: max(1, int(deadline - time.monotonic()))),
         resources={"metadata": {"path": str(workdir)}}, allow_errors=False, record_timing=False,
     )
