@@ -7,10 +7,13 @@ with the scripts' own options (``--n-train``, ``--n-data``, ``--steps``, ...). T
 at a time (``PYRO_VAE_SMOKE_JOBS``), all of them once for the module: the first test to ask
 starts them, the others read their results. The scripts that read a trained run
 (``gae_bandwidth.py``, ``gae_parzen_ceiling.py``) take the runs ``gae-nll`` trained.
+``disent_agreement.py`` needs ``disent``, never a dependency: without it the test checks its
+one-line refusal.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -140,6 +143,8 @@ def jobs(out: Path) -> dict[str, Job]:
         "disentanglement.py": Job(script("disentanglement.py", "--methods", "vae", "dip2", "--seeds", "0",
                                          "--epochs", "1", "--train-size", "64", "--only", "mig", "sap",
                                          "--out", str(out / "disentanglement"))),
+        "disent_agreement.py": Job(script("disent_agreement.py", "--points", "300", "--seeds", "0", "--dci-points",
+                                          "200", "--dci-trees", "2", "--out", str(out / "disent_agreement.json"))),
         "gae_bandwidth.py": Job(script("gae_bandwidth.py", str(runs / "vae-L1"), "--scales", "1", "2",
                                        "--points", "10", "--samples", "5"), after="gae-nll"),
         "gae_parzen_ceiling.py": Job(script("gae_parzen_ceiling.py", "--runs", str(runs), "--layers", "1",
@@ -351,6 +356,21 @@ def test_disentanglement(smoke):
     rows = json.loads((out / "disentanglement" / "summary.json").read_text())["rows"]
     assert [(r["method"], r["steps"]) for r in rows] == [("vae", 1), ("dip2", 1)]
     assert (out / "disentanglement" / "dip2-s0" / "plots" / "traversals.png").exists()
+
+
+def test_disent_agreement(smoke):
+    """Against disent where this interpreter has it (a benchmark venv); else its one-line
+    refusal, since disent is never a dependency."""
+    if importlib.util.find_spec("disent") is None:
+        done = smoke[1]["disent_agreement.py"]
+        assert done.code == 1 and done.err.strip().startswith("disent_agreement.py: disent is not importable")
+        assert len(done.err.strip().splitlines()) == 1, done.err
+        return
+    out, done = result(smoke, "disent_agreement.py")
+    rows = json.loads((out / "disent_agreement.json").read_text())["rows"]
+    exact = [r for r in rows if r["metric"] in ("mig", "sap") or r["metric"].startswith("dci")]
+    assert len(exact) == 18 and max(r["abs_difference"] for r in exact) < 1e-9
+    assert "| pixel-projection | factor_vae eval_accuracy |" in done.out
 
 
 def test_the_smoke_runs_are_quick(smoke):

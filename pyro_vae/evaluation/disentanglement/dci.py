@@ -77,6 +77,16 @@ def dci_score(
         encoder = Encoder(representation, data, chunk_size, bar)
         codes, factors = encoder.sample(num_train, generator)
         codes_test, factors_test = encoder.sample(num_test, generator)
+    return dci_of_codes(codes, factors, codes_test, factors_test, classifier, generator)
+
+
+def dci_of_codes(
+    codes: np.ndarray, factors: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray,
+    classifier: Optional[Classifier], generator: np.random.Generator,
+) -> dict[str, float]:
+    """:func:`dci_score`'s dictionary from train ``codes (n, L)``, ``factors (n, K)`` and
+    test ``codes_test``, ``factors_test``: one classifier per factor, each seeded from
+    ``generator``."""
     make = classifier or gradient_boosting
     importance = np.zeros((codes.shape[1], factors.shape[1]))
     train_acc, test_acc = [], []

@@ -59,17 +59,27 @@ def mig_score(
     with progress_bar(num_train, "MIG", progress) as bar:
         encoder = Encoder(representation, data, chunk_size, bar)
         codes, factors = encoder.sample(num_train, generator)
-    info = mutual_information(histogram_discretize(codes, num_bins), factors)  # (L, K)
-    entropy = np.array([mutual_info_score(f, f) for f in factors.T])
-    empty = [encoder.data.factor_names[k] for k in np.flatnonzero(entropy == 0)]
+    empty = [encoder.data.factor_names[k] for k in np.flatnonzero(factor_entropy(factors) == 0)]
     if empty:
         raise ValueError(
             f"factors {empty} took a single value in the {num_train} points drawn, so their "
             "entropy is 0: raise num_train"
         )
+    return {"mig": mig_of_codes(codes, factors, num_bins)}
+
+
+def mig_of_codes(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> float:
+    """The MIG of ``codes (n, L)`` and factor classes ``factors (n, K)`` (the module
+    docstring's formula; every factor must take at least two values)."""
+    info = mutual_information(histogram_discretize(codes, num_bins), factors)  # (L, K)
     top = -np.sort(-info, axis=0)  # descending per factor
     second = top[1] if len(top) > 1 else np.zeros_like(top[0])
-    return {"mig": float(np.mean((top[0] - second) / entropy))}
+    return float(np.mean((top[0] - second) / factor_entropy(factors)))
+
+
+def factor_entropy(factors: np.ndarray) -> np.ndarray:
+    """The plug-in entropy of each column of ``factors (n, K)`` in nats, ``(K,)``."""
+    return np.array([mutual_info_score(f, f) for f in factors.T])
 
 
 def histogram_discretize(codes: np.ndarray, num_bins: int) -> np.ndarray:
