@@ -19,8 +19,10 @@ gradient with respect to φ.
   the log-sum-exp, which turns a minibatch's bound into a different (not a lower)
   bound. :class:`IWAE` therefore runs the model and guide under
   ``poutine.scale(B/N)`` (unscaled weights, the minibatch is still subsampled) and
-  multiplies the gradients by ``N/B`` afterwards: exactly the gradient of
-  ``N/B · Σ_{i∈batch} L_K(x_i)``.
+  scales the *gradient* of every site's log-density (not its value) by ``N/B``: the
+  backward pass gives exactly the gradient of ``N/B · Σ_{i∈batch} L_K(x_i)`` to every
+  leaf it reaches, the parameters and a family's cached tensors whose gradients are
+  kept for later (the GAE's deferred component gradients) alike.
 * **VIMCO** (``"vimco"``; Mnih & Rezende 2016, "Variational Inference for Monte Carlo
   Objectives") handles guide sites without reparameterized samples (discrete latents):
   their score-function term gets, for particle k, the per-point learning signal
@@ -91,10 +93,24 @@ def _check_particles(num_particles: int, name: str) -> None:
 
 
 class _RecordingRenyiELBO(pyro.infer.RenyiELBO):
-    """RenyiELBO that keeps its last (model, guide) traces, to report the ELBO for free."""
+    """RenyiELBO that keeps its last (model, guide) traces, to report the ELBO for free,
+    and whose gradient is ``grad_scale`` times its own.
+
+    RenyiELBO's surrogate is ``Σ_k w̃_k Σ_sites log p_site`` with the normalised weights
+    ``w̃_k`` detached: linear in the sites' log-densities, so scaling each one's gradient
+    (its value unchanged: ``ℓ̄ + s·(ℓ − ℓ̄)``, ``ℓ̄`` detached) scales the whole gradient
+    by ``s``, for every leaf the backward pass reaches.
+    """
+
+    grad_scale = 1.0
 
     def _get_trace(self, model, guide, args, kwargs):
         traces = super()._get_trace(model, guide, args, kwargs)
+        if self.grad_scale != 1.0:
+            for site in (s for tr in traces for s in tr.nodes.values() if s["type"] == "sample"):
+                lp = site["log_prob"]
+                if torch.is_tensor(lp) and lp.requires_grad:
+                    site["log_prob"] = lp.detach() + self.grad_scale * (lp - lp.detach())
         self.last_traces = traces
         return traces
 
@@ -153,12 +169,11 @@ class IWAE(_OneOptimizer):
         model = poutine.scale(self.model, scale=unscale)
         guide = poutine.scale(self.guide, scale=unscale)
         zero_grad(self.module.parameters())
+        # N/B on the gradient, not the parameters' .grad afterwards: a collapsed step's
+        # cached components (the GAE's knn) also get theirs from this backward pass
+        self.elbo.grad_scale = scale
         with self.collapsed_step(x, index, num_data) as story:
             loss = self.elbo.loss_and_grads(model, guide, x, index, num_data)
-            if scale != 1.0:
-                for p in self.module.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(scale)
             _backward(story.terms())  # the family's own terms (a penalty), at their own scale
             self.optimizer.step()
         return {"iwae": -loss / len(x), "elbo": self._mean_log_weight(len(x))}

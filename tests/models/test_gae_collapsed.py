@@ -4,6 +4,7 @@ what IWAE, VIMCO, RWS, wake-sleep and MCEM train it with."""
 import math
 
 import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from gae_helpers import N, explicit_elbo, objective, small_gae
@@ -133,6 +134,42 @@ def test_iwae_on_the_gae_ascends_the_k_sample_bound_of_the_collapsed_model(digit
     assert out["iwae"] == pytest.approx(bound.mean().item(), rel=1e-4)
     for g, e in zip(grads, expected):
         torch.testing.assert_close(g, e, rtol=1e-3, atol=1e-4)
+
+
+def test_iwae_gives_the_knn_pools_cached_components_the_gradient_of_the_bound(digits, monkeypatch):
+    """With the knn estimator IWAE's step applies, at once and through the deferred
+    gradients of the pool's cached components (applied when each is next in a minibatch),
+    the gradient of (n/B) Σ_b [log (1/K) Σ_k p(x_b|z_k) P̂_b(z_k) / q(z_k|x_b) − R(x_b)]
+    with every component of the step's pool a live function of the parameters (the cache
+    is exact at the first step): the cached components' share at the bound's scale n/B
+    too, not only the parameters' (issue 23: they had B/n of it)."""
+    gae = small_gae(digits)
+    obj = objective(gae, "knn", neighbours=6, tail=10)
+    iwae = IWAE(gae, num_particles=3, objective=obj)
+    monkeypatch.setattr(iwae.optimizer, "step", lambda *a, **k: None)
+    pools, make_pool = [], obj.make_pool
+    monkeypatch.setattr(obj, "make_pool", lambda index: pools.append(make_pool(index)) or pools[-1])
+    x = gae.exemplars[INDEX]
+    iwae.step(x, INDEX, N)
+    params = list(gae.parameters())
+    now = [p.grad.clone() for p in params]
+    obj._collect_deferred()
+    later = torch.autograd.grad(obj._deferred_term(torch.arange(N), *gae.guide.encoder(gae.exemplars)), params,
+                                allow_unused=True)
+    (pool,) = pools
+    z = iwae.elbo.last_traces[1].nodes["z"]["value"].detach()  # (K, B, D)
+    loc, scale = gae.guide.encoder(x)
+    zk = loc + scale * (z - loc.detach()) / scale.detach()  # the same particles, live
+    loc_all, scale_all = gae.guide.encoder(gae.exemplars)
+    near = dist.Normal(loc_all[pool.near], scale_all[pool.near]).to_event(1).log_prob(zk.unsqueeze(-2))
+    shared = dist.Normal(loc_all[pool.rows], scale_all[pool.rows]).to_event(1).log_prob(zk.unsqueeze(-2))
+    log_prior = (torch.cat([near, shared], -1) + pool.logits).logsumexp(-1)  # (K, B): log P̂_b(z_k)
+    log_w = gae.decoder(zk).log_prob(x) + log_prior - dist.Normal(loc, scale).to_event(1).log_prob(zk)
+    bound = torch.logsumexp(log_w, 0) - math.log(3)
+    loss = -(N / len(x)) * (bound.sum() - obj.penalty(loc, scale).sum())
+    expected = torch.autograd.grad(loss, params, allow_unused=True)
+    for g, d, e in zip(now, later, expected):
+        torch.testing.assert_close(g + (0 if d is None else d), e, rtol=1e-3, atol=1e-4)
 
 
 def test_wake_sleep_carries_the_priors_wake_gradient_into_the_guides_step(digits):

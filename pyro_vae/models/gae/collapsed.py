@@ -39,7 +39,10 @@ ELBO. How the estimate enters each algorithm:
 
 The λ penalty and the deferred component gradients are the family's own training terms:
 :meth:`CollapsedStep.terms` returns them for the algorithm to add to a loss that trains
-the encoder (each step's deferred gradients once).
+the encoder (each step's deferred gradients once). The deferred gradients are what the
+algorithm's own backward pass leaves on the pool's cached components, so its loss must
+carry its whole scale (``n/B``) when differentiated: a factor applied to the parameters'
+gradients afterwards misses them (IWAE scales its gradient at the sites' log-densities).
 """
 
 from __future__ import annotations
