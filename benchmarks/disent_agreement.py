@@ -223,7 +223,7 @@ def saved_arrays(data, representation, n: int, seed: int = 0) -> dict[str, np.nd
 
 def row(representation: str, metric: str, ours, theirs, note: str = "") -> dict:
     """One line of the table: numbers, or lists of numbers over seeds (then compared by mean)."""
-    mean = (lambda v: statistics.mean(v)) if isinstance(ours, list) else (lambda v: v)
+    mean = statistics.mean if isinstance(ours, list) else (lambda v: v)
     return {"representation": representation, "metric": metric, "pyro_vae": ours, "disent": theirs,
             "abs_difference": abs(float(mean(ours)) - float(mean(theirs))), "note": note}
 
