@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="where the classifier is cached")
     p.add_argument("--quick-classifier", action="store_true",
                    help="a classifier of 1 epoch on 2000 images (a smoke test; its scores compare with nothing)")
+    p.add_argument("--data-dir", default=None, help="folder holding MNIST/raw/ (or set PYRO_VAE_DATA_DIR)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
 
@@ -73,7 +74,7 @@ def model_log_likelihood(exp, points: int, k: int) -> tuple[float | None, str]:
 
 def run(args) -> dict:
     set_threads(args.threads)
-    mnist = load_dataset("mnist")
+    mnist = load_dataset("mnist", args.data_dir)
     scores = mnist_scores(mnist, args.cache_dir, recipe=QUICK_RECIPE if args.quick_classifier else RECIPE)
     test = seeded_subset(mnist.test, args.eval_points, 1).flatten(1)
     valid = seeded_subset(mnist.valid, args.eval_points, 2).flatten(1)
