@@ -162,3 +162,19 @@ def test_unknown_experiment_and_options():
         run_experiment("aevb-fig2", n_train=[1000])
     with pytest.raises(ValueError, match="unknown algorithm"):
         aevb_fig3.reproduce(algorithms=["svi"], **QUIET)
+
+
+def test_sample_quality_scores_a_random_subset_of_the_test_images_not_the_first_rows():
+    """MNIST's test files are not shuffled (blocks of 1000 rows differ by tens of nats), so
+    the log-likelihood column must not read a prefix."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pyro_vae.experiments.sample_quality import model_log_likelihood
+
+    test = torch.arange(10000.0).unsqueeze(-1)  # row i holds i: the subset's mean tells where it came from
+    exp = SimpleNamespace(capabilities=SimpleNamespace(exact_log_prob=True), data=SimpleNamespace(test=test),
+                          inference=SimpleNamespace(evaluate=lambda x: {"log_likelihood": float(x.mean())}))
+    mean, kind = model_log_likelihood(exp, 1000, k=10)
+    assert kind == "exact" and abs(mean - 4999.5) < 300  # the first 1000 rows would give 499.5

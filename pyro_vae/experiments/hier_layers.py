@@ -35,6 +35,7 @@ import torch
 from pyro_vae import checkpoint
 from pyro_vae.config import Config
 from pyro_vae.evaluation.layers import active_units, layer_kl, linear_probe, posterior_means
+from pyro_vae.experiments.common import seeded_subset
 from pyro_vae.experiments.gae_runs import train_run
 from pyro_vae.layer_report import write_layer_plots
 
@@ -53,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-train", type=int, help="a fixed random subset of N training images")
     p.add_argument("--n-valid", type=int, help="validate on a fixed random subset of N validation images")
-    p.add_argument("--test-points", type=int, default=2000, help="test images the figures are measured on")
+    p.add_argument("--test-points", type=int, default=2000,
+                   help="a seeded random N of the test images the figures are measured on")
     p.add_argument("--probe-train", type=int, default=5000, help="training images the linear probe is fitted on")
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=int, default=1)
@@ -78,7 +80,8 @@ def run_one(args, model: str) -> dict:
     run_dir = args.out / model
     exp, state, train_s = train_run(args, make_config(args, model), run_dir)
     data, module = exp.data, exp.module
-    test, test_labels = data.test[: args.test_points], data.test_labels[: args.test_points]
+    keep = seeded_subset(torch.arange(len(data.test)), args.test_points, args.seed)  # not the first rows
+    test, test_labels = data.test[keep], data.test_labels[keep]
     g = torch.Generator().manual_seed(args.seed)
     rows = torch.randperm(len(data.train), generator=g)[: args.probe_train]
     train_x, train_labels = data.train[rows], data.train_labels[rows]

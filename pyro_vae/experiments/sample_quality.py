@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-points", type=int, default=None, help="test (and validation) images for Parzen and "
                                                                    "the log-likelihood (default: all 10000)")
     p.add_argument("--is-samples", type=int, default=1000, help="importance samples per test image for the bound")
-    p.add_argument("--ll-points", type=int, default=1000, help="test images the log-likelihood is estimated on")
+    p.add_argument("--ll-points", type=int, default=1000,
+                   help="a seeded random N of the test images the log-likelihood is estimated on")
     p.add_argument("--cache-dir", default=None, help="where the classifier is cached")
     p.add_argument("--quick-classifier", action="store_true",
                    help="a classifier of 1 epoch on 2000 images (a smoke test; its scores compare with nothing)")
@@ -63,8 +64,9 @@ def draw(module, n: int, batch: int = 1000) -> torch.Tensor:
 
 
 def model_log_likelihood(exp, points: int, k: int) -> tuple[float | None, str]:
-    """The test log-likelihood the model has (nats per image) and what it is."""
-    caps, test = exp.capabilities, exp.data.test[:points]
+    """The test log-likelihood the model has (nats per image) and what it is, on a seeded
+    random ``points`` of the test images (MNIST's first rows are not a fair sample)."""
+    caps, test = exp.capabilities, seeded_subset(exp.data.test, points, 1)
     if caps.exact_log_prob:
         return exp.inference.evaluate(test)["log_likelihood"], "exact"
     if caps.has_guide and ALGORITHMS[exp.config.inference.name].scores_likelihood:
