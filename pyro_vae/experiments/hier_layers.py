@@ -82,8 +82,7 @@ def run_one(args, model: str) -> dict:
     data, module = exp.data, exp.module
     keep = seeded_subset(torch.arange(len(data.test)), args.test_points, args.seed)  # not the first rows
     test, test_labels = data.test[keep], data.test_labels[keep]
-    g = torch.Generator().manual_seed(args.seed)
-    rows = torch.randperm(len(data.train), generator=g)[: args.probe_train]
+    rows = seeded_subset(torch.arange(len(data.train)), args.probe_train, args.seed)
     train_x, train_labels = data.train[rows], data.train_labels[rows]
     t0 = time.time()
     means, train_means = posterior_means(module, test), posterior_means(module, train_x)
