@@ -213,7 +213,8 @@ def _wgan_gp(config, module, family) -> WGAN:
 def _adversarial_ae(config, module, family) -> AdversarialAE:
     inf = config.inference
     return AdversarialAE(module, inf.discriminator_hidden, inf.lr, inf.adversarial_lr, inf.betas,
-                         batch_size=config.data.batch_size, seed=config.seed)
+                         batch_size=config.data.batch_size, seed=config.seed,
+                         late_adversarial_lr=inf.late_adversarial_lr, late_epoch=inf.late_epoch)
 
 
 #: Every latent sampled (importance weights, wake phases, HMC): a model with enumerated

@@ -104,7 +104,8 @@ def jobs(out: Path) -> dict[str, Job]:
         "pixelgan-clustering": Job(experiment("pixelgan-clustering", "--out", str(out / "pixelgan"), "--epochs", "1",
                                               "--n-train", "200", "--n-label", "200", "--clusters", "10",
                                               "--channels", "4", "--layers", "1", "--hidden", "32",
-                                              "--per-cluster", "1", "--no-progress")),
+                                              "--per-cluster", "1", "--adversarial-lr", "1e-3",
+                                              "--late-epoch", "1", "--no-progress")),
         "sample-quality": Job(experiment("sample-quality", "--out", str(out / "sample-quality"), "--runs",
                                          f"gan={out / 'wgan-curves' / 'run'}", f"pixelgan={out / 'pixelgan' / 'run'}",
                                          "--num-samples", "100", "--eval-points", "100", "--quick-classifier",
@@ -318,7 +319,9 @@ def test_the_adversarial_experiments(smoke):
     summary = json.loads((out / "wgan-overfit" / "summary.json").read_text())
     assert set(summary) == {"wgan_gp", "wgan"} and (out / "wgan-overfit" / "overfit.png").exists()
     out, done = result(smoke, "pixelgan-clustering")
-    assert "best test error" in done.out and (out / "pixelgan" / "clusters.png").exists()
+    assert "epoch    1" in done.out and "best test error" in done.out and (out / "pixelgan" / "clusters.png").exists()
+    config = (out / "pixelgan" / "run" / "config.toml").read_text()
+    assert "\nadversarial_lr = 0.001" in config and "\nlate_epoch = 1" in config
     out, done = result(smoke, "sample-quality")
     assert "| MNIST training images (reference) |" in done.out and "| pixelgan (pixelgan, adversarial_ae) |" in done.out
 

@@ -16,6 +16,10 @@ checkpoint, so the same command carries a long run on where it stopped
     pyro-vae experiment pixelgan-clustering --epochs 1 --n-train 500 --channels 8 --layers 1 \\
         --per-cluster 0                                                    # seconds
 
+``--adversarial-lr`` is the adversarial phases' Adam rate; ``--late-epoch E`` raises it to
+``--late-adversarial-lr`` from epoch E on (``[inference] late_epoch``): the rate that
+sharpens a trained encoder's soft codes into one-hot ones collapses a fresh one's.
+
 Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
 (epoch, minutes, test error, test log p(x|z)), ``summary.json`` (the best error and the
 trend) and ``clusters.png`` (``--per-cluster`` samples of every cluster, one row each).
@@ -50,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--conditioning", choices=["global", "local"], default="global")
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--adversarial-lr", type=float, default=2e-4,
+                   help="Adam's rate of the discriminator and of the encoder's generator phase")
+    p.add_argument("--late-adversarial-lr", type=float, default=1e-3, help="that rate from --late-epoch on")
+    p.add_argument("--late-epoch", type=int, default=0, help="the 1-based epoch the late rate starts (0: never)")
     p.add_argument("--per-cluster", type=int, default=4, help="samples drawn per cluster for clusters.png (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -65,9 +73,16 @@ def make_config(args) -> Config:
         "model.name=pixelgan", "model.prior=categorical", f"model.num_classes={args.clusters}",
         f"model.hidden={list(args.hidden)}", f"model.channels={args.channels}",
         f"model.layers={args.layers}", f"model.conditioning={args.conditioning}",
-        "inference.name=adversarial_ae", f"budget.epochs={args.epochs}", "budget.monitor=none",
+        "inference.name=adversarial_ae", f"inference.adversarial_lr={args.adversarial_lr}",
+        f"inference.late_adversarial_lr={args.late_adversarial_lr}", f"inference.late_epoch={args.late_epoch}",
+        f"budget.epochs={args.epochs}", "budget.monitor=none",
         *([f"budget.max_minutes={args.max_minutes}"] if args.max_minutes else []),
         "eval.num_samples=0", "eval.plots=false"])
+
+
+def _epoch_line(e: dict) -> str:
+    return (f"epoch {e['epoch']:4d}  {e['seconds'] / 60:7.2f} min  test error {e['test_error']:6.2f}%  "
+            f"clusters used {e['clusters_used']:3d}  valid log p(x|z) {e['valid_log_px_given_z']:.2f}")
 
 
 @torch.no_grad()
@@ -104,7 +119,7 @@ def run(args) -> dict:
                                     data.test_labels)
         return {"test_error": error, "clusters_used": used, "valid_log_px_given_z": row.get("valid_log_px_given_z")}
 
-    recorder = StepRecorder(("log_px_given_z",), at_checkpoint, every=100)
+    recorder = StepRecorder(("log_px_given_z",), at_checkpoint, every=100, describe=_epoch_line)
     exp, _ = train(config, out / "run", progress=not args.no_progress, callbacks=[recorder])
     trend = [{"epoch": e["epoch"], "minutes": e["seconds"] / 60, "test_error": e["test_error"],
               "clusters_used": e["clusters_used"], "valid_log_px_given_z": e["valid_log_px_given_z"]}
@@ -114,10 +129,8 @@ def run(args) -> dict:
     summary = {"clusters": args.clusters, "published_error": PUBLISHED, "best": best, "last": trend[-1],
                "epochs": len(trend), "minutes": recorder.seconds / 60}
     write_json(summary, out / "summary.json")
-    for r in trend:
-        print(f"epoch {r['epoch']:4d}  {r['minutes']:7.2f} min  test error {r['test_error']:6.2f}%  "
-              f"clusters used {r['clusters_used']:3d}  valid log p(x|z) {r['valid_log_px_given_z']:.2f}")
-    print(f"best test error {best['test_error']:.2f}% at epoch {best['epoch']} (published {PUBLISHED}%)")
+    print(f"best test error {best['test_error']:.2f}% at epoch {best['epoch']} of {len(trend)} "
+          f"(published {PUBLISHED}%; every epoch: {out / 'trend.csv'})")
     if args.per_cluster:
         classes = torch.arange(args.clusters).repeat_interleave(args.per_cluster)
         images = exp.module.sample(len(classes), classes=classes, generator=torch.Generator().manual_seed(0))

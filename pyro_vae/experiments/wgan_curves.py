@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -42,10 +42,13 @@ NAME = "wgan-curves"
 class StepRecorder(Callback):
     """Every step's figures with the run's training seconds (summed over resumed calls),
     and at every epoch's end ``on_epoch(loop, row)``'s extra figures; all kept in the
-    checkpoint so that a resumed run's record continues."""
+    checkpoint so that a resumed run's record continues. ``describe(entry)``, when given,
+    is the epoch's line, printed as the epoch ends (flushed: a long run's log shows it
+    then, not when the call ends)."""
 
-    def __init__(self, keys: tuple[str, ...] = ("wasserstein",), on_epoch=None, every: int = 1):
-        self.keys, self.on_epoch, self.every = keys, on_epoch, every
+    def __init__(self, keys: tuple[str, ...] = ("wasserstein",), on_epoch=None, every: int = 1,
+                 describe: Optional[Callable[[dict], str]] = None):
+        self.keys, self.on_epoch, self.every, self.describe = keys, on_epoch, every, describe
         self.steps: list[dict] = []
         self.epochs: list[dict] = []
         self.seconds = 0.0
@@ -64,6 +67,8 @@ class StepRecorder(Callback):
         started = time.perf_counter()
         extra = self.on_epoch(loop, row) if self.on_epoch is not None else {}
         self.epochs.append({"epoch": row["epoch"], "step": row["step"], "seconds": self.seconds, **extra})
+        if self.describe is not None:
+            print(self.describe(self.epochs[-1]), flush=True)
         self._last = None if self._last is None else self._last + (time.perf_counter() - started)
 
     def state_dict(self) -> dict:
@@ -126,7 +131,7 @@ def run(args) -> dict:
             extra.update(frechet=s.frechet, inception=s.inception)
         return extra
 
-    recorder = StepRecorder(("wasserstein", "gradient_penalty"), at_checkpoint)
+    recorder = StepRecorder(("wasserstein", "gradient_penalty"), at_checkpoint, describe=_epoch_line)
     train(make_config(args), out / "run", progress=not args.no_progress, callbacks=[recorder])
     write_csv(recorder.steps, out / "steps.csv")
     summary = {"algorithm": args.algorithm, "epochs": recorder.epochs, "steps": len(recorder.steps),
@@ -134,11 +139,17 @@ def run(args) -> dict:
                "classifier": None if scores is None else {"sha256": scores.checksum, "accuracy": scores.accuracy}}
     write_json(summary, out / "summary.json")
     plot_curve(recorder, out / "curve.png", out / "grids")
-    for e in recorder.epochs:
-        print(f"epoch {e['epoch']:4d}  step {e['step']:7d}  {e['seconds'] / 60:7.2f} min  "
-              f"W valid {e.get('valid_wasserstein', float('nan')):8.4f}  "
-              f"Fréchet {e.get('frechet', float('nan')):8.3f}")
+    print(f"{len(recorder.epochs)} epochs, {recorder.seconds / 60:.2f} min in all (every epoch: {out / 'summary.json'})")
     return summary
+
+
+def _epoch_line(e: dict) -> str:
+    return (f"epoch {e['epoch']:4d}  step {e['step']:7d}  {e['seconds'] / 60:7.2f} min  "
+            f"W valid {_or_nan(e.get('valid_wasserstein')):8.4f}  Fréchet {_or_nan(e.get('frechet')):8.3f}")
+
+
+def _or_nan(value: Optional[float]) -> float:
+    return float("nan") if value is None else value
 
 
 def _smooth(values: np.ndarray, width: int) -> np.ndarray:

@@ -51,7 +51,7 @@ from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.adversarial import SharedNoise, _device_of
 from pyro_vae.inference.base import Inference
-from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
+from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.inference.story import Layout, run_latents
 from pyro_vae.nets.critic import Critic
 from pyro_vae.plates import module_registration_skipped
@@ -67,6 +67,12 @@ class AdversarialAEConfig:
     #: Adam's learning rates: reconstruction, and the two adversarial phases.
     lr: float = 1e-3
     adversarial_lr: float = 2e-4
+    #: From the 1-based epoch ``late_epoch`` on (0: never) the adversarial phases take
+    #: ``late_adversarial_lr``. Why late: started at 1e-3, a PixelGAN's codes collapsed onto
+    #: 2-3 classes; raised after 22 epochs at 2e-4, soft codes turned one-hot and the
+    #: clustering error fell (benchmarks/README.md, ``pixelgan-clustering``).
+    late_adversarial_lr: float = 1e-3
+    late_epoch: int = 0
     #: Adam's (β1, β2) for every role.
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
 
@@ -151,6 +157,8 @@ class AdversarialAE(Inference):
         module: a model with an encoder and a prior apart from its codes (module docstring).
         discriminator_hidden: the discriminator's widths.
         lr, adversarial_lr, betas: Adam's settings (reconstruction; adversarial phases).
+        late_adversarial_lr, late_epoch: the adversarial phases' rate from the 1-based
+            epoch ``late_epoch`` on (0: never), set by :meth:`start_epoch`.
         batch_size: the global batch size; seed: the seed of the algorithm's noise.
     """
 
@@ -160,9 +168,16 @@ class AdversarialAE(Inference):
 
     def __init__(self, module: nn.Module, discriminator_hidden: Sequence[int] = (500, 500), lr: float = 1e-3,
                  adversarial_lr: float = 2e-4, betas: Sequence[float] = (0.5, 0.999),
-                 batch_size: Optional[int] = None, seed: int = 0):
-        check_optimizer("adam", lr)
-        check_optimizer("adam", adversarial_lr)
+                 batch_size: Optional[int] = None, seed: int = 0, late_adversarial_lr: float = 1e-3,
+                 late_epoch: int = 0):
+        rates = {"lr": lr, "adversarial_lr": adversarial_lr, "late_adversarial_lr": late_adversarial_lr}
+        for key, rate in rates.items():
+            if not rate > 0:
+                raise ConfigError(f"[inference] {key} = {rate}: Adam's learning rate must be positive")
+        if late_epoch < 0:
+            raise ConfigError(f"[inference] late_epoch = {late_epoch}: the 1-based epoch from which "
+                              "late_adversarial_lr applies, or 0 for never")
+        self.adversarial_lr, self.late_adversarial_lr, self.late_epoch = adversarial_lr, late_adversarial_lr, late_epoch
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"[inference] betas = {list(betas)}: Adam's two betas in [0, 1)")
         self.module = module
@@ -176,9 +191,16 @@ class AdversarialAE(Inference):
                  "generator": params["encoder"] + [p for p in params["prior"]
                                                    if all(p is not q for q in params["encoder"])]}
         self.optimizers = RoleOptimizers("adam", lr, roles, betas=tuple(float(b) for b in betas))
+        self.start_epoch(0)
+
+    def start_epoch(self, epoch: int) -> None:
+        """The adversarial phases' rate for the 0-based ``epoch`` (set after a resume's
+        optimizer state too, which holds the rate it was saved with)."""
+        super().start_epoch(epoch)
+        late = self.late_epoch and epoch + 1 >= self.late_epoch
         for role in ("discriminator", "generator"):
             for group in self.optimizers[role].param_groups:
-                group["lr"] = adversarial_lr
+                group["lr"] = self.late_adversarial_lr if late else self.adversarial_lr
 
     def _code(self, x: torch.Tensor) -> dict:
         return self.story.code(x, self.noise.normal((self.story.code_layout.size,), x.dtype))

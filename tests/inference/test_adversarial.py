@@ -175,3 +175,31 @@ def test_the_adversarial_autoencoder_matches_a_hierarchy_s_joint_code(digits):
     prior_before = _snapshot(hvae.z1_prior.parameters())
     aae.generator_step(x)
     assert not _same(prior_before, hvae.z1_prior.parameters())
+
+
+def test_the_adversarial_rate_is_raised_from_late_epoch_on_and_after_a_resume(digits):
+    from pyro_vae.inference.adversarial_ae import AdversarialAE
+    from pyro_vae.models.hvae import HVAE
+
+    def rates(aae):
+        return [aae.optimizers[role].param_groups[0]["lr"] for role in ("autoencoder", "discriminator", "generator")]
+
+    def build():
+        torch.manual_seed(0)
+        return AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), discriminator_hidden=[8], late_epoch=3)
+
+    aae = build()
+    assert rates(aae) == [1e-3, 2e-4, 2e-4]
+    aae.start_epoch(1)
+    assert rates(aae) == [1e-3, 2e-4, 2e-4]
+    saved = aae.state_dict()  # a checkpoint of epoch 2, at the early rate
+    aae.start_epoch(2)  # epoch 3
+    assert rates(aae) == [1e-3, 1e-3, 1e-3]
+    resumed = build()
+    resumed.load_state_dict(saved)
+    resumed.start_epoch(2)  # the resumed run crosses the boundary: the schedule, not the saved rate
+    assert rates(resumed) == [1e-3, 1e-3, 1e-3]
+    with pytest.raises(ConfigError, match="late_epoch = -1: the 1-based epoch"):
+        AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), late_epoch=-1)
+    with pytest.raises(ConfigError, match="late_adversarial_lr = -1.0: Adam's learning rate must be positive"):
+        AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), late_adversarial_lr=-1.0)
