@@ -51,7 +51,7 @@ from pyro_vae.capabilities import capabilities_of
 from pyro_vae.errors import ConfigError
 from pyro_vae.inference.adversarial import SharedNoise, _device_of
 from pyro_vae.inference.base import Inference
-from pyro_vae.inference.optim import RoleOptimizers
+from pyro_vae.inference.optim import RoleOptimizers, check_optimizer
 from pyro_vae.inference.story import Layout, run_latents
 from pyro_vae.nets.critic import Critic
 from pyro_vae.plates import module_registration_skipped
@@ -172,8 +172,7 @@ class AdversarialAE(Inference):
                  late_epoch: int = 0):
         rates = {"lr": lr, "adversarial_lr": adversarial_lr, "late_adversarial_lr": late_adversarial_lr}
         for key, rate in rates.items():
-            if not rate > 0:
-                raise ConfigError(f"[inference] {key} = {rate}: Adam's learning rate must be positive")
+            check_optimizer("adam", rate, f"[inference] {key}")
         if late_epoch < 0:
             raise ConfigError(f"[inference] late_epoch = {late_epoch}: the 1-based epoch from which "
                               "late_adversarial_lr applies, or 0 for never")

@@ -13,6 +13,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from pyro_vae.errors import ConfigError
+
 OPTIMIZERS = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
 
 
@@ -35,11 +37,14 @@ def make_optimizer(name: str, params, lr: float, **options) -> torch.optim.Optim
     return OPTIMIZERS[name](params, lr=lr, **options)
 
 
-def check_optimizer(name: str, lr: float) -> None:
-    """Clear errors for an unknown optimizer or a learning rate that is not positive."""
+def check_optimizer(name: str, lr: float, setting: str = "") -> None:
+    """Clear errors for an unknown optimizer or a learning rate that is not positive;
+    ``setting`` (e.g. ``"[inference] adversarial_lr"``) names the entry the rate came from."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}: choose one of {sorted(OPTIMIZERS)}")
     if not lr > 0:
+        if setting:
+            raise ConfigError(f"{setting} = {lr}: the learning rate must be positive")
         raise ValueError(f"the learning rate must be positive, got {lr}")
 
 

@@ -201,5 +201,5 @@ def test_the_adversarial_rate_is_raised_from_late_epoch_on_and_after_a_resume(di
     assert rates(resumed) == [1e-3, 1e-3, 1e-3]
     with pytest.raises(ConfigError, match="late_epoch = -1: the 1-based epoch"):
         AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), late_epoch=-1)
-    with pytest.raises(ConfigError, match="late_adversarial_lr = -1.0: Adam's learning rate must be positive"):
+    with pytest.raises(ConfigError, match="late_adversarial_lr = -1.0: the learning rate must be positive"):
         AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), late_adversarial_lr=-1.0)
