@@ -92,6 +92,8 @@ def jobs(out: Path) -> dict[str, Job]:
         # python benchmarks/SCRIPT
         "flow_step_time.py": Job(script("flow_step_time.py", "--steps", "2", "--points", "200", "--repeats", "1",
                                         "--hidden", "800", "--flows", "1")),
+        "denormal_step_time.py": Job(script("denormal_step_time.py", "--run", str(out / "flow-mnist" / "made"),
+                                            "--steps", "2", "--repeats", "1"), after="flow-mnist"),
         "iaf_guide.py": Job(script("iaf_guide.py", "--epochs", "1", "--n-train", "300", "--n-valid", "100",
                                    "--eval-points", "20", "--eval-samples", "10", "--hidden", "64",
                                    "--out", str(out / "iaf_guide"))),
@@ -304,6 +306,12 @@ def test_flow_step_time(smoke):
     assert "| yes | package |" in done.out and "| no | plain |" in done.out
 
 
+def test_denormal_step_time(smoke):
+    _, done = result(smoke, "denormal_step_time.py")
+    assert "run " in done.out and "optimizer moments denormal: 0 of " in done.out  # one epoch leaves none
+    assert "| flushed (the loop) |" in done.out and "| kept (torch's default) |" in done.out
+
+
 def test_iaf_guide(smoke):
     out, done = result(smoke, "iaf_guide.py")
     rows = json.loads((out / "iaf_guide" / "summary.json").read_text())["rows"]
@@ -319,7 +327,10 @@ def test_the_adversarial_experiments(smoke):
     summary = json.loads((out / "wgan-overfit" / "summary.json").read_text())
     assert set(summary) == {"wgan_gp", "wgan"} and (out / "wgan-overfit" / "overfit.png").exists()
     out, done = result(smoke, "pixelgan-clustering")
-    assert "epoch    1" in done.out and "best test error" in done.out and (out / "pixelgan" / "clusters.png").exists()
+    assert "epoch    1" in done.out and "valid error" in done.out and (out / "pixelgan" / "clusters.png").exists()
+    assert "chosen by the lowest validation error" in done.out
+    best = json.loads((out / "pixelgan" / "summary.json").read_text())["best"]
+    assert 0 <= best["valid_error"] <= 100 and 0 <= best["test_error"] <= 100
     config = (out / "pixelgan" / "run" / "config.toml").read_text()
     assert "\nadversarial_lr = 0.001" in config and "\nlate_epoch = 1" in config
     out, done = result(smoke, "sample-quality")

@@ -178,3 +178,14 @@ def test_sample_quality_scores_a_random_subset_of_the_test_images_not_the_first_
                           inference=SimpleNamespace(evaluate=lambda x: {"log_likelihood": float(x.mean())}))
     mean, kind = model_log_likelihood(exp, 1000, k=10)
     assert kind == "exact" and abs(mean - 4999.5) < 300  # the first 1000 rows would give 499.5
+
+
+def test_pixelgan_clustering_reports_the_test_error_of_the_epoch_chosen_by_validation():
+    from pyro_vae.experiments.pixelgan_clustering import chosen_epoch
+
+    trend = [{"epoch": 1, "test_error": 9.0, "valid_error": None},  # recorded before the validation error was
+             {"epoch": 2, "test_error": 7.0, "valid_error": 8.5},
+             {"epoch": 3, "test_error": 8.0, "valid_error": 7.5},
+             {"epoch": 4, "test_error": 6.0, "valid_error": 9.0}]
+    assert chosen_epoch(trend)["epoch"] == 3  # not epoch 4, the lowest test error
+    assert chosen_epoch([dict(r, valid_error=None) for r in trend])["epoch"] == 4  # none: the last

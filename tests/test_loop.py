@@ -12,7 +12,7 @@ from pyro_vae import checkpoint
 from pyro_vae.config import Config
 from pyro_vae.inference.svi import SVI
 from pyro_vae.inference.wake_sleep import WakeSleep
-from pyro_vae.loop import Callback
+from pyro_vae.loop import Callback, flushes_denormals, flushing_denormals
 from pyro_vae.train import TrainingDiverged, load_run, read_log, train
 
 FAST = ["model.hidden=[32]", "eval.num_samples=0", "eval.plots=false"]
@@ -255,3 +255,46 @@ def test_a_callbacks_state_is_restored_when_a_run_resumes(tmp_path):
     _, state = train(config(*SMALL, "budget.epochs=4"), tmp_path, progress=False, callbacks=[resumed])
     assert resumed.loaded == {"seen": 6}
     assert state.stopped == "mine" and state.epoch == 3 and state.step == 8 and resumed.seen == 8
+
+
+class FlushProbe(Callback):
+    """Records, at every step, whether denormal floats are flushed to zero."""
+
+    def __init__(self):
+        self.flushing = []
+
+    def on_step_end(self, loop, figures):
+        self.flushing.append(flushes_denormals())
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU has no flush-to-zero mode (not x86 SSE3)")
+def test_denormals_are_flushed_while_training_and_the_mode_is_restored_after(tmp_path):
+    assert not flushes_denormals()
+    assert torch.full((1,), 1e-40, dtype=torch.float32).item() > 0  # a denormal survives outside training
+    probe = FlushProbe()
+    train(config(*SMALL, "budget.epochs=1"), tmp_path, progress=False, callbacks=[probe])
+    assert probe.flushing and all(probe.flushing)
+    assert not flushes_denormals()
+    # a mode the user set is what comes back
+    torch.set_flush_denormal(True)
+    try:
+        train(config(*SMALL, "budget.epochs=2"), tmp_path, progress=False)
+        assert flushes_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def test_flushing_turns_an_adam_step_on_denormal_moments_into_zeros():
+    """What the loop relies on: under the mode, Adam's decayed moments become exact zeros."""
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.Adam([p], lr=1e-3)
+    p.grad = torch.ones(4)
+    opt.step()
+    opt.state[p]["exp_avg"].fill_(1e-39)  # where a vanished gradient's moment decays to
+    p.grad = torch.zeros(4)
+    with flushing_denormals():
+        opt.step()
+    assert torch.equal(opt.state[p]["exp_avg"], torch.zeros(4))
+    opt.state[p]["exp_avg"].fill_(1e-39)
+    opt.step()
+    assert (opt.state[p]["exp_avg"] > 0).all()  # outside it, torch keeps them (and is slow on them)
