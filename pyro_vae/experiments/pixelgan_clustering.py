@@ -93,19 +93,32 @@ def _epoch_line(e: dict) -> str:
 def cluster_error(module, x_label: torch.Tensor, y_label: torch.Tensor, x_test: torch.Tensor,
                   y_test: torch.Tensor, chunk: int = 1000) -> tuple[float, int]:
     """The test error (%) when every cluster takes the majority label of its images among
-    ``x_label``; and the number of clusters used. A cluster no labelled image falls in
-    predicts the most common label."""
-    def clusters(x):
-        return torch.cat([module.cluster(x[s:s + chunk]) for s in range(0, len(x), chunk)])
+    ``x_label``; and the number of clusters used."""
+    names, used = cluster_names(module, x_label, y_label, chunk)
+    return named_error(module, names, x_test, y_test, chunk), used
 
-    k, c_label = module.code_dim, clusters(x_label)
-    counts = torch.zeros(k, 10, dtype=torch.long, device=c_label.device)
+
+@torch.no_grad()
+def cluster_names(module, x_label: torch.Tensor, y_label: torch.Tensor, chunk: int = 1000) -> tuple[torch.Tensor, int]:
+    """Each cluster's label ``(K,)``, the majority label of its images among ``x_label``
+    (a cluster no labelled image falls in: the most common label); and the clusters used."""
+    c_label = _clusters(module, x_label, chunk)
+    counts = torch.zeros(module.code_dim, 10, dtype=torch.long, device=c_label.device)
     counts.index_put_((c_label, y_label.to(c_label.device)), torch.ones_like(c_label), accumulate=True)
     names = counts.argmax(-1)
     names[counts.sum(-1) == 0] = int(torch.bincount(y_label, minlength=10).argmax())
-    predicted = names[clusters(x_test)]
-    error = float((predicted.cpu() != y_test.cpu()).double().mean()) * 100
-    return error, int((counts.sum(-1) > 0).sum())
+    return names, int((counts.sum(-1) > 0).sum())
+
+
+@torch.no_grad()
+def named_error(module, names: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000) -> float:
+    """The error (%) on ``x`` of the cluster labels ``names``."""
+    predicted = names[_clusters(module, x, chunk)]
+    return float((predicted.cpu() != y.cpu()).double().mean()) * 100
+
+
+def _clusters(module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    return torch.cat([module.cluster(x[s:s + chunk]) for s in range(0, len(x), chunk)])
 
 
 def chosen_epoch(trend: list[dict]) -> dict:
@@ -127,9 +140,9 @@ def run(args) -> dict:
         gen = torch.Generator(device=data.train.device).manual_seed(7)
         x_label = data.train[:args.n_label]
         x_label = torch.bernoulli(x_label, generator=gen)
-        y_label = data.train_labels[:args.n_label]
-        error, used = cluster_error(loop.module, x_label, y_label, data.test, data.test_labels)
-        valid = cluster_error(loop.module, x_label, y_label, data.valid, data.valid_labels)[0] if len(data.valid) else None
+        names, used = cluster_names(loop.module, x_label, data.train_labels[:args.n_label])
+        error = named_error(loop.module, names, data.test, data.test_labels)
+        valid = named_error(loop.module, names, data.valid, data.valid_labels) if len(data.valid) else None
         return {"test_error": error, "valid_error": valid, "clusters_used": used,
                 "valid_log_px_given_z": row.get("valid_log_px_given_z")}
 
@@ -154,4 +167,5 @@ def run(args) -> dict:
     return summary
 
 
-__all__ = ["NAME", "PUBLISHED", "add_arguments", "chosen_epoch", "cluster_error", "make_config", "run"]
+__all__ = ["NAME", "PUBLISHED", "add_arguments", "chosen_epoch", "cluster_error", "cluster_names", "make_config",
+           "named_error", "run"]
