@@ -17,7 +17,10 @@ Each variant is one run of the package's loop (``pyro_vae.experiments.gae_runs``
 ``gae-nll`` settings, ``[500] * L`` ReLU layers, ``z_dim`` 40, Adam 1e-3, batch 100,
 early stopping on the validation ELBO, the GAE's default "knn" estimator and λ = 0.05),
 in ``<out>/<variant>-L<layers>``; only ``[inference]`` differs. ``--resume`` continues
-interrupted runs and evaluations (the test log-likelihood is saved 100 images at a time).
+interrupted runs and evaluations (the test log-likelihood is saved 100 images at a time);
+a run that ``--max-minutes`` stops is carried on, not scored. ``--warmup-epochs T`` warms
+up every variant (IWAE's weights tilt their latent terms by β as SVI's ELBO does:
+:mod:`pyro_vae.inference.importance`).
 The table is printed and written to ``<out>/summary.json`` from every ``result.json``.
 """
 
@@ -52,11 +55,13 @@ def run_one(args, variant: str, layers: int) -> dict:
     from pyro_vae import checkpoint
     from pyro_vae.evaluation import checkpointed_log_likelihood
     from pyro_vae.experiments.common import seeded_subset
-    from pyro_vae.experiments.gae_runs import make_config, run_facts, save_result, train_run
+    from pyro_vae.experiments.gae_runs import make_config, run_facts, save_result, train_run, unscored
 
     run_dir = args.out / f"{variant}-L{layers}"
     config = make_config(args, "gae", layers, "binarized_mnist", "none").with_overrides(VARIANTS[variant])
     exp, state, train_s = train_run(args, config, run_dir)
+    if (stopped := unscored(run_dir, state, train_s)) is not None:
+        return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
     t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"

@@ -175,7 +175,7 @@ def _mcem(config, module, family) -> MCEM:
 
 def _iwae(config, module, family) -> IWAE:
     return IWAE(module, config.inference.num_particles, config.optim.name, config.optim.lr,
-                objective=_summing_out(config, module, family))
+                objective=_summing_out(config, module, family), warmup_epochs=config.inference.warmup_epochs)
 
 
 def _vimco(config, module, family) -> VIMCO:

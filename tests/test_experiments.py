@@ -189,3 +189,41 @@ def test_pixelgan_clustering_reports_the_test_error_of_the_epoch_chosen_by_valid
              {"epoch": 4, "test_error": 6.0, "valid_error": 9.0}]
     assert chosen_epoch(trend)["epoch"] == 3  # not epoch 4, the lowest test error
     assert chosen_epoch([dict(r, valid_error=None) for r in trend])["epoch"] == 4  # none: the last
+
+
+def test_hier_nll_gives_both_gaes_the_one_level_gaes_recipe_and_every_model_the_decays():
+    """The table compares the two-level GAE with the one-level GAE's 85.47, which had the
+    shared bandwidth and two learning-rate decays; the VAEs keep their own priors."""
+    import argparse
+
+    from pyro_vae.experiments import hier_nll
+
+    p = argparse.ArgumentParser()
+    hier_nll.add_arguments(p)
+    args = p.parse_args([])
+    for model in ("gae", "gae2"):
+        config = hier_nll.make_config(args, model)
+        assert (config.model.bandwidth, config.model.lambda1, config.budget.lr_decays) == ("shared", 0.05, 2)
+    assert hier_nll.make_config(args, "hvae").budget.lr_decays == 2
+    assert not hasattr(hier_nll.make_config(args, "hvae").model, "bandwidth")
+    args = p.parse_args(["--gae", "bandwidth=posterior", "--lr-decays", "0"])
+    config = hier_nll.make_config(args, "gae2")
+    assert (config.model.bandwidth, config.budget.lr_decays) == ("posterior", 0)
+
+
+def test_a_run_stopped_by_its_time_budget_is_carried_on_not_scored(tmp_path):
+    """Scoring at k = 5000 costs hours: only a run that stopped for good is scored."""
+    import argparse
+
+    from pyro_vae.experiments import hier_nll
+
+    p = argparse.ArgumentParser()
+    hier_nll.add_arguments(p)
+    tiny = ["--models", "hvae", "--n-train", "200", "--hidden-size", "16", "--z-dim", "2", "--eval-samples", "3",
+            "--eval-points", "10", "--warmup-epochs", "0", "--out", str(tmp_path)]
+    row = hier_nll.run_one(p.parse_args(tiny + ["--epochs", "5", "--max-minutes", "1e-5"]), "hvae")
+    run_dir = tmp_path / "hvae-mlp"
+    assert row["epochs"] == 1 and "unscored" in row and "test_nll" not in row
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
+    row = hier_nll.run_one(p.parse_args(tiny + ["--epochs", "2", "--resume"]), "hvae")
+    assert row["epochs"] == 2 and "test_nll" in row and (run_dir / "result.json").exists()

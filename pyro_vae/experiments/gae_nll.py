@@ -41,7 +41,9 @@ objective's ``ExemplarELBO.prior_estimate_error``)::
 
 Output under ``--out`` (default ``results/gae_nll``): ``<model>-L<depth>/`` run
 directories with their ``result.json``, ``summary.json`` and a Markdown table (also
-printed) of every run found under ``--out``.
+printed) of every run found under ``--out``. A run that ``--max-minutes`` stops is not
+scored (its row says so): ``--resume`` carries it on, and it is scored once it stops on
+its epochs or its patience.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ import torch
 from pyro_vae import checkpoint
 from pyro_vae.evaluation import checkpointed_log_likelihood
 from pyro_vae.experiments.common import paired, seeded_subset
-from pyro_vae.experiments.gae_runs import add_run_arguments, make_config, run_all, run_facts, save_result, train_run
+from pyro_vae.experiments.gae_runs import (add_run_arguments, make_config, run_all, run_facts, save_result,
+                                           train_run, unscored)
 
 NAME = "gae-nll"
 
@@ -74,6 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_one(args, model: str, layers: int) -> dict:
     run_dir = args.out / f"{model}-L{layers}"
     exp, state, train_s = train_run(args, make_config(args, model, layers, "binarized_mnist", "none"), run_dir)
+    if (stopped := unscored(run_dir, state, train_s)) is not None:
+        return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
     t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"

@@ -95,6 +95,17 @@ def train_run(args, config: Config, run_dir: Path):
     return exp, state, time.time() - t0
 
 
+def unscored(run_dir: Path, state, train_s: Optional[float]) -> Optional[dict]:
+    """The row of a run that ``--max-minutes`` stopped, instead of its test score: its
+    parameters are still training, and a score at k = 5000 costs hours (``--resume``
+    carries the run on, and scores it once it stops on its epochs or its patience). None
+    for a run that stopped for good."""
+    if state.stopped != "time":
+        return None
+    return {"run": str(run_dir), "unscored": "stopped by --max-minutes; --resume carries it on",
+            **run_facts(state, train_s)}
+
+
 def run_facts(state, train_s: Optional[float]) -> dict:
     return {"epochs": state.epoch, "stopped": state.stopped, "best_valid_elbo": state.best_score,
             "train_s": train_s}

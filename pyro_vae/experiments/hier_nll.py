@@ -11,8 +11,14 @@ Settings, VampPrior's two-level model where it says (z_1, z_2 of 40 dimensions, 
 ``[300, 300]``, gated units ``glu``, Adam 5e-4, batch 100, a linear KL warm-up over 100
 epochs, early stopping on the validation ELBO with patience 50); the one-level VAE and GAE
 with the same widths and z of 40; the VLAE with three layers of ``z_dims`` and ReLU rungs.
+The GAE and the two-level GAE take the recipe of the one-level GAE's 85.47 (``gae-nll``):
+``--gae lambda1=0.05 lambda2=0.05 bandwidth=shared`` (the exemplar prior with one learned
+bandwidth per dimension) and ``--lr-decays 2`` (on a plateau, restart from the best
+parameters at lr / 10, twice; every model gets the decays).
 Every run is a run directory ``<model>-<network>/`` under ``--out``: ``--resume`` carries
-training on from its checkpoint and the evaluation from its saved chunks.
+training on from its checkpoint and the evaluation from its saved chunks. A run that
+``--max-minutes`` stops is carried on, not scored: only one that stops on its epochs or
+its patience is.
 
     pyro-vae experiment hier-nll --max-minutes 600                       # the real runs: days on 2 cores
     pyro-vae experiment hier-nll --max-minutes 600 --resume              # carry them on
@@ -33,7 +39,7 @@ from pyro_vae import checkpoint
 from pyro_vae.config import Config
 from pyro_vae.evaluation import checkpointed_log_likelihood
 from pyro_vae.experiments.common import seeded_subset
-from pyro_vae.experiments.gae_runs import run_facts, save_result, train_run
+from pyro_vae.experiments.gae_runs import model_entries, run_facts, save_result, train_run, unscored
 
 MODELS = ("vae", "hvae", "gae", "gae2", "vlae")
 ANCHORS = {"HVAE + VampPrior (VampPrior paper, as quoted by issue 21)": 83.2,
@@ -54,6 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-epochs", type=int, default=100)
     p.add_argument("--epochs", type=int, default=2000)
     p.add_argument("--patience", type=int, default=50)
+    p.add_argument("--lr-decays", type=int, default=2,
+                   help="on a plateau, restart from the best parameters at lr / 10, this many times")
+    p.add_argument("--gae", nargs="*", default=["lambda1=0.05", "lambda2=0.05", "bandwidth=shared"],
+                   metavar="KEY=VALUE", help="[model] entries of the GAE and the two-level GAE")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget per run")
     p.add_argument("--n-train", type=int, help="a fixed random subset of N training images (the GAEs' exemplars)")
     p.add_argument("--eval-samples", type=int, default=5000)
@@ -80,7 +90,7 @@ def model_section(args, model: str) -> dict:
 
 
 def make_config(args, model: str) -> Config:
-    return Config.from_dict({
+    config = Config.from_dict({
         "seed": args.seed,
         "data": {"name": "binarized_mnist", "data_dir": args.data_dir, "binarize": "none",
                  "batch_size": args.batch_size, "train_size": args.n_train},
@@ -88,14 +98,20 @@ def make_config(args, model: str) -> Config:
         # the VLAE warms up by steps (its own objective), the others linearly by epochs
         "inference": {"warmup_epochs": 0 if model == "vlae" else args.warmup_epochs},
         "optim": {"name": "adam", "lr": args.lr},
-        "budget": {"epochs": args.epochs, "patience": args.patience, "max_minutes": args.max_minutes},
+        "budget": {"epochs": args.epochs, "patience": args.patience, "max_minutes": args.max_minutes,
+                   "lr_decays": args.lr_decays},
         "eval": {"num_samples": 0, "plots": False},
     })
+    if model in ("gae", "gae2") and args.gae:
+        config = config.with_overrides([f"model.{entry}" for entry in model_entries(args.gae)])
+    return config
 
 
 def run_one(args, model: str) -> dict:
     run_dir = args.out / f"{model}-{args.network}"
     exp, state, train_s = train_run(args, make_config(args, model), run_dir)
+    if (stopped := unscored(run_dir, state, train_s)) is not None:
+        return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
     t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"

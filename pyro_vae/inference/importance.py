@@ -39,6 +39,14 @@ expectation (the pseudo-marginal argument); the family's penalty is added to the
 
 Both report ``"iwae"`` (the K-sample bound per point) and ``"elbo"`` (the mean of the
 same ``log w_k``: a K-sample ELBO estimate, no extra model runs).
+
+**Warm-up** (IWAE's ``warmup_epochs = T``, the recipe SVI's runs use): for the first ``T``
+epochs every latent site's log-density, in the model and in the guide, weighs
+``β = min(1, (epoch + 1) / T)`` inside the weights (:class:`~pyro_vae.inference.annealing.scale_latents`),
+``log w_k = log p(x|z_k) + β (log p(z_k) − log q(z_k|x))``, the β-weighted ELBO's tilt
+applied to each particle; from epoch ``T`` on it is the bound above. ``"iwae"`` is then the
+tilted bound that is trained, ``"elbo"`` stays at ``β = 1``, and validation is always at
+``β = 1``.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from pyro import poutine
 from torch import nn
 
 from pyro_vae.errors import ConfigError
+from pyro_vae.inference.annealing import check_annealing, kl_weight_at, scale_latents
 from pyro_vae.inference.base import Inference, collapsed_story, collapsing_objective
 from pyro_vae.inference.optim import RoleOptimizers
 from pyro_vae.traces import (
@@ -74,6 +83,9 @@ class IWAEConfig:
     name: str = "iwae"
     #: K, importance samples per data point of the bound (1: the ELBO).
     num_particles: int = 1
+    #: T: the latent sites' weight in the log weights rises linearly to 1 over T epochs
+    #: (0: none); see the module's "Warm-up".
+    warmup_epochs: int = 0
 
 
 @dataclass
@@ -136,12 +148,17 @@ class IWAE(_OneOptimizer):
         module: the model module.
         num_particles: K (1 is the ELBO, with the Trace_ELBO gradient).
         optimizer, lr: one optimizer over all the module's parameters.
+        warmup_epochs: T of the warm-up (the module's "Warm-up"; the training loop calls
+            :meth:`start_epoch`).
     """
 
     def __init__(self, module: nn.Module, num_particles: int = 5, optimizer: str = "adam", lr: float = 1e-3,
-                 objective=None):
+                 objective=None, warmup_epochs: int = 0):
         self.objective = collapsing_objective(module, "iwae", objective)
         _check_particles(num_particles, "iwae")
+        check_annealing(1.0, warmup_epochs)
+        self.warmup_epochs = warmup_epochs
+        self.beta = kl_weight_at(0, 1.0, warmup_epochs)
         self.module, self.model, self.guide = module, module.model, module.guide
         self.num_particles = num_particles
         self.elbo = _RecordingRenyiELBO(alpha=0.0, num_particles=num_particles, vectorize_particles=True)
@@ -161,6 +178,11 @@ class IWAE(_OneOptimizer):
         self.elbo.max_plate_nesting = nesting + (1 if self.num_particles > 1 else 0)
         self._checked = True
 
+    def start_epoch(self, epoch: int) -> None:
+        """Set β for the 0-based ``epoch`` (the warm-up schedule), and the objective's."""
+        self.beta = kl_weight_at(epoch, 1.0, self.warmup_epochs)
+        super().start_epoch(epoch)
+
     def step(self, x: torch.Tensor, index: torch.Tensor, num_data: int) -> dict[str, float]:
         if not self._checked:
             self._check(x)
@@ -168,6 +190,8 @@ class IWAE(_OneOptimizer):
         unscale = 1.0 / scale
         model = poutine.scale(self.model, scale=unscale)
         guide = poutine.scale(self.guide, scale=unscale)
+        if self.beta != 1.0:
+            model, guide = scale_latents(self.beta)(model), scale_latents(self.beta)(guide)
         zero_grad(self.module.parameters())
         # N/B on the gradient, not the parameters' .grad afterwards: a collapsed step's
         # cached components (the GAE's knn) also get theirs from this backward pass

@@ -74,7 +74,7 @@ def test_beta_vae_training_trades_reconstruction_for_a_smaller_kl(tmp_path):
     (["inference.warmup_epochs=-1"], "warmup_epochs must be an integer >= 0"),
     (["inference.warmup_epochs=5", "inference.elbo=jit_meanfield"], "use elbo = 'meanfield'"),
     (["inference.warmup_epochs=5", "inference.name=wake_sleep"],
-     r"unknown key\(s\) \['warmup_epochs'\] for name = 'wake_sleep' \('warmup_epochs' belongs to 'svi'\)"),
+     r"unknown key\(s\) \['warmup_epochs'\] for name = 'wake_sleep' \('warmup_epochs' belongs to 'iwae', 'svi'\)"),
 ])
 def test_bad_annealing_settings_are_refused(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):

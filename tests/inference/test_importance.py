@@ -45,6 +45,44 @@ def test_iwae_is_pyros_renyi_elbo_on_a_whole_batch(digits):
         torch.testing.assert_close(a, b)
 
 
+def test_iwae_warm_up_weighs_the_latent_sites_inside_the_weights_until_its_last_epoch(digits):
+    """Under warm-up T, epoch e's bound is RenyiELBO on the story whose latent sites (model
+    and guide) weigh β = (e + 1) / T; from epoch T - 1 on it is the plain bound."""
+    from pyro_vae.inference.annealing import scale_latents
+
+    x = digits.train[:50]
+    for epoch, beta in ((0, 0.25), (1, 0.5), (3, 1.0), (9, 1.0)):
+        vae = fresh_vae()
+        iwae = IWAE(vae, num_particles=4, warmup_epochs=4)
+        iwae.optimizer.step = lambda: None
+        iwae.start_epoch(epoch)
+        pyro.set_rng_seed(0)
+        out = iwae.step(x, None, None)
+        ours = _grads(vae)
+        vae.zero_grad()
+        model, guide = scale_latents(beta)(vae.model), scale_latents(beta)(vae.guide)
+        renyi = pyro.infer.RenyiELBO(alpha=0, num_particles=4, vectorize_particles=True)
+        renyi._guess_max_plate_nesting(model, guide, (x,), {})
+        pyro.set_rng_seed(0)
+        loss = renyi.loss_and_grads(model, guide, x)
+        assert out["iwae"] == pytest.approx(-loss / 50, rel=1e-5)
+        for a, b in zip(ours, _grads(vae)):
+            torch.testing.assert_close(a, b)
+        vae.zero_grad()
+        plain = pyro.infer.RenyiELBO(alpha=0, num_particles=4, vectorize_particles=True)
+        plain._guess_max_plate_nesting(vae.model, vae.guide, (x,), {})
+        pyro.set_rng_seed(0)
+        untilted = -plain.loss_and_grads(vae.model, vae.guide, x) / 50
+        assert (abs(out["iwae"] - untilted) > 1e-3) == (beta < 1)
+
+
+def test_iwae_takes_its_warm_up_from_the_config_and_refuses_a_negative_one(digits):
+    iwae = make_inference(fresh_vae(), "iwae", num_particles=2, warmup_epochs=10)
+    assert iwae.beta == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="warmup_epochs must be an integer >= 0"):
+        make_inference(fresh_vae(), "iwae", num_particles=2, warmup_epochs=-1)
+
+
 def test_iwae_minibatch_gradient_is_the_scaled_batch_gradient(digits):
     """N/B outside the log-sum-exp: a minibatch of a set of N points weighs N/B times the
     same batch as a data set (same draws); Pyro's RenyiELBO puts N/B inside instead."""
