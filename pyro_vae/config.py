@@ -88,7 +88,7 @@ class GuideConfig:
 
 @dataclass
 class OptimConfig:
-    #: "adam" or "adagrad" (the AEVB paper's); one optimizer per parameter role.
+    #: "adam", "adagrad" (the AEVB paper's) or "rmsprop"; one optimizer per parameter role.
     name: str = "adam"
     lr: float = 1e-3
 

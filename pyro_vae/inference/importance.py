@@ -42,9 +42,10 @@ same ``log w_k``: a K-sample ELBO estimate, no extra model runs).
 
 **Warm-up** (IWAE's ``warmup_epochs = T``, the recipe SVI's runs use): for the first ``T``
 epochs every latent site's log-density, in the model and in the guide, weighs
-``β = min(1, (epoch + 1) / T)`` inside the weights (:class:`~pyro_vae.inference.annealing.scale_latents`),
+``β = min(1, (epoch + 1) / T)`` (0-based epochs) inside the weights
+(:class:`~pyro_vae.inference.annealing.scale_latents`),
 ``log w_k = log p(x|z_k) + β (log p(z_k) − log q(z_k|x))``, the β-weighted ELBO's tilt
-applied to each particle; from epoch ``T`` on it is the bound above. ``"iwae"`` is then the
+applied to each particle; from the ``T``-th epoch on it is the bound above. ``"iwae"`` is then the
 tilted bound that is trained, ``"elbo"`` stays at ``β = 1``, and validation is always at
 ``β = 1``.
 """
