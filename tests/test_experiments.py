@@ -225,5 +225,10 @@ def test_a_run_stopped_by_its_time_budget_is_carried_on_not_scored(tmp_path):
     run_dir = tmp_path / "hvae-mlp"
     assert row["epochs"] == 1 and "unscored" in row and "test_nll" not in row
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
+    first_epoch_s = row["train_s"]
     row = hier_nll.run_one(p.parse_args(tiny + ["--epochs", "2", "--resume"]), "hvae")
     assert row["epochs"] == 2 and "test_nll" in row and (run_dir / "result.json").exists()
+    # the scored row reports both epochs' training time, not only the resumed call's
+    log = (run_dir / "log.csv").read_text().splitlines()
+    seconds = [float(r.split(",")[log[0].split(",").index("seconds")]) for r in log[1:]]
+    assert len(seconds) == 2 and row["train_s"] == sum(seconds) > first_epoch_s

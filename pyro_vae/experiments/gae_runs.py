@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -87,12 +86,13 @@ def model_entries(items: list[str]) -> list[str]:
 
 
 def train_run(args, config: Config, run_dir: Path):
-    """Train (or, with ``--resume``, continue) one run; ``(exp, state, seconds)``."""
+    """Train (or, with ``--resume``, continue) one run; ``(exp, state, seconds)``, the
+    seconds of all its epochs (validation included) over every call, not only this one's:
+    a run carried on by ``--resume`` reports its whole training time."""
     if not args.resume and run_dir.exists():
         shutil.rmtree(run_dir)
-    t0 = time.time()
     exp, state = train(config, run_dir, progress=False)
-    return exp, state, time.time() - t0
+    return exp, state, sum(row["seconds"] for row in state.history)
 
 
 def unscored(run_dir: Path, state, train_s: Optional[float]) -> Optional[dict]:
