@@ -216,6 +216,7 @@ def test_a_run_stopped_by_its_time_budget_is_carried_on_not_scored(tmp_path):
     import argparse
 
     from pyro_vae.experiments import hier_nll
+    from pyro_vae.runs import read_log
 
     p = argparse.ArgumentParser()
     hier_nll.add_arguments(p)
@@ -229,6 +230,5 @@ def test_a_run_stopped_by_its_time_budget_is_carried_on_not_scored(tmp_path):
     row = hier_nll.run_one(p.parse_args(tiny + ["--epochs", "2", "--resume"]), "hvae")
     assert row["epochs"] == 2 and "test_nll" in row and (run_dir / "result.json").exists()
     # the scored row reports both epochs' training time, not only the resumed call's
-    log = (run_dir / "log.csv").read_text().splitlines()
-    seconds = [float(r.split(",")[log[0].split(",").index("seconds")]) for r in log[1:]]
+    seconds = [r["seconds"] for r in read_log(run_dir)]
     assert len(seconds) == 2 and row["train_s"] == sum(seconds) > first_epoch_s
