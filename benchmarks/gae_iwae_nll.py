@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 #: [inference] of each variant.
@@ -53,7 +52,7 @@ def run_one(args, variant: str, layers: int) -> dict:
     import torch
 
     from pyro_vae import checkpoint
-    from pyro_vae.evaluation import checkpointed_log_likelihood
+    from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds
     from pyro_vae.experiments.common import seeded_subset
     from pyro_vae.experiments.gae_runs import make_config, run_facts, save_result, train_run, unscored
 
@@ -63,14 +62,13 @@ def run_one(args, variant: str, layers: int) -> dict:
     if (stopped := unscored(run_dir, state, train_s)) is not None:
         return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
-    t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
     ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed,
                                      progress=False)
     checkpoint.save({"per_point": ll.per_point}, run_dir / "test_ll.pt")
     row = {"variant": variant, "layers": layers, "test_nll": -ll.mean, "stderr": ll.stderr,
            "eval_samples": args.eval_samples, "test_points": len(test), **run_facts(state, train_s),
-           "eval_s": time.time() - t0, "steps_per_s": _steps_per_second(state)}
+           "eval_s": evaluation_seconds(progress), "steps_per_s": _steps_per_second(state)}
     idx = torch.randperm(exp.module.num_exemplars)[:200]
     row["estimator"] = exp.inference.objective.prior_estimate_error(idx, num_draws=2)
     save_result(run_dir, row)

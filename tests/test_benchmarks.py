@@ -239,6 +239,7 @@ def test_gae_nll(smoke):
     assert "GAE L=1 estimator diagnostics" in done.out and "neighbour_mass" in done.out
     rows = json.loads((out / "gae-nll" / "summary.json").read_text())["rows"]
     assert [(r["model"], r["layers"]) for r in rows] == [("gae", 1), ("vae", 1)]
+    assert all(r["eval_s"] > 0 for r in rows)  # summed over the saved chunks
 
 
 def test_gae_parzen(smoke):
@@ -346,6 +347,7 @@ def test_the_hierarchical_experiments(smoke):
     out, done = result(smoke, "hier-nll")
     assert "| model | network | test NLL | k | n | epochs | best valid ELBO |" in done.out
     assert "| hvae | mlp |" in done.out and "| vlae | mlp |" in done.out
+    assert json.loads((out / "hier-nll" / "hvae-mlp" / "result.json").read_text())["eval_s"] > 0
     out, done = result(smoke, "vlae-layers")
     assert "| model | epochs | valid ELBO | layer | KL | active | probe acc. |" in done.out
     _, done = result(smoke, "hier_step_time.py")

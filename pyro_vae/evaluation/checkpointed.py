@@ -6,7 +6,8 @@ the data in fixed chunks of points, writes each chunk's per-point estimates atom
 to a directory as soon as it is done, and on a later call skips the chunks already
 there. Each chunk draws its samples from its own seed, so the result is the same
 tensor whether the evaluation ran in one go or was interrupted and resumed any number
-of times.
+of times. Each chunk also keeps the seconds it took, so :func:`evaluation_seconds` gives
+the cost of the whole evaluation, not only of the last call.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from time import perf_counter
 
 import pyro
 import torch
@@ -64,12 +66,22 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
             per_point.append(_chunk(path, allow_pickle))
             continue
         pyro.set_rng_seed(seed + c)
+        t0 = perf_counter()
         ll = log_likelihood(module, data[start : start + chunk_size], num_samples=num_samples)
-        checkpoint.save({"per_point": ll.per_point}, path)
+        checkpoint.save({"per_point": ll.per_point, "seconds": perf_counter() - t0}, path)
         per_point.append(ll.per_point)
         if progress:
             print(f"{path}: {-ll.mean:.2f} nats over {ll.n} points", flush=True)
     return LogLikelihood.from_per_point(torch.cat(per_point), num_samples)
+
+
+def evaluation_seconds(directory: str | Path) -> float | None:
+    """Seconds spent scoring the chunks saved in ``directory``, over every call that made
+    them; ``None`` when a chunk predates the timing (its cost is unknown) or none exists."""
+    times = [checkpoint.load(path).get("seconds") for path in sorted(Path(directory).glob("chunk-*.pt"))]
+    if not times or any(not isinstance(t, float) for t in times):
+        return None
+    return sum(times)
 
 
 def _chunk(path: Path, allow_pickle: bool) -> torch.Tensor:

@@ -25,7 +25,8 @@ estimator with the *exact* mixture prior over all 50000 training components). Th
 model for all 10000 test images on one busy core; ``--eval-points N`` scores a seeded
 random N of them (the target is only claimed on all 10000). The evaluation is saved
 100 images at a time (``checkpointed_log_likelihood``) under the run directory, so
-``--resume`` continues an interrupted one (``eval_s`` is then the last invocation's time).
+``--resume`` continues an interrupted one (``eval_s`` sums every call's chunks; ``null`` when
+some chunk was saved before chunks kept their time).
 
 It also reports the GAE's training-estimator diagnostics at the end (mean ``|log P̂ − log P|``
 of the prior estimate, and the responsibility mass its neighbour lists hold: the training
@@ -49,13 +50,12 @@ its epochs or its patience.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
 
 from pyro_vae import checkpoint
-from pyro_vae.evaluation import checkpointed_log_likelihood
+from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds
 from pyro_vae.experiments.common import paired, seeded_subset
 from pyro_vae.experiments.gae_runs import (add_run_arguments, make_config, run_all, run_facts, save_result,
                                            train_run, unscored)
@@ -80,7 +80,6 @@ def run_one(args, model: str, layers: int) -> dict:
     if (stopped := unscored(run_dir, state, train_s)) is not None:
         return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
-    t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
     ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed,
                                      progress=True)
@@ -88,7 +87,7 @@ def run_one(args, model: str, layers: int) -> dict:
     row = {"model": model, "layers": layers, "test_nll": -ll.mean, "stderr": ll.stderr,
            "eval_samples": args.eval_samples, "test_points": len(test), "eval_seed": args.seed,
            **run_facts(state, train_s),
-           "eval_s": time.time() - t0, "paper_ll": PAPER[model].get(layers)}
+           "eval_s": evaluation_seconds(progress), "paper_ll": PAPER[model].get(layers)}
     if model == "gae":
         idx = torch.randperm(exp.module.num_exemplars)[: args.diagnostic_points]
         row["estimator"] = exp.inference.objective.prior_estimate_error(idx, num_draws=2)

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from pyro_vae import checkpoint
 from pyro_vae.config import Config
-from pyro_vae.evaluation import checkpointed_log_likelihood
+from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds
 from pyro_vae.experiments.common import seeded_subset
 from pyro_vae.experiments.gae_runs import model_entries, run_facts, save_result, train_run, unscored
 
@@ -113,12 +112,11 @@ def run_one(args, model: str) -> dict:
     if (stopped := unscored(run_dir, state, train_s)) is not None:
         return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
-    t0 = time.time()
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
     ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed)
     row = {"model": model, "network": args.network, "test_nll": -ll.mean, "stderr": ll.stderr,
            "eval_samples": args.eval_samples, "test_points": len(test), **run_facts(state, train_s),
-           "steps": state.step, "eval_s": time.time() - t0}
+           "steps": state.step, "eval_s": evaluation_seconds(progress)}
     save_result(run_dir, row)
     return row
 

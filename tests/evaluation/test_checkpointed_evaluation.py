@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pyro_vae import VAE
-from pyro_vae.evaluation import checkpointed, checkpointed_log_likelihood, log_likelihood
+from pyro_vae import checkpoint
+from pyro_vae.evaluation import checkpointed, checkpointed_log_likelihood, evaluation_seconds, log_likelihood
 
 
 class Interrupted(Exception):
@@ -68,6 +69,21 @@ def test_an_interrupted_evaluation_resumes_to_the_uninterrupted_result(data, tmp
     resumed = checkpointed_log_likelihood(module, data, tmp_path / "cut", num_samples=30, chunk_size=10)
     assert module.calls == 4  # only the lost chunk was scored again
     assert torch.equal(resumed.per_point, whole.per_point)
+
+
+def test_the_evaluation_time_sums_every_call_s_chunks(data, tmp_path, monkeypatch):
+    clock = iter(range(0, 100, 2))  # each chunk takes 2 "seconds"
+    monkeypatch.setattr(checkpointed, "perf_counter", lambda: float(next(clock)))
+    module = vae()
+    module.fail_at = 3
+    with pytest.raises(Interrupted):
+        checkpointed_log_likelihood(module, data, tmp_path, num_samples=30, chunk_size=10)
+    assert evaluation_seconds(tmp_path) == 4.0
+    checkpointed_log_likelihood(module, data, tmp_path, num_samples=30, chunk_size=10)
+    assert evaluation_seconds(tmp_path) == 6.0  # the lost chunk is counted once, when it was saved
+    first = tmp_path / "chunk-0000000.pt"
+    checkpoint.save({"per_point": checkpoint.load(first)["per_point"]}, first)  # a chunk saved before timing
+    assert evaluation_seconds(tmp_path) is None and evaluation_seconds(tmp_path / "empty") is None
 
 
 @pytest.mark.parametrize("change,named", [
