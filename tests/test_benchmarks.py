@@ -135,6 +135,10 @@ def jobs(out: Path) -> dict[str, Job]:
         "hier-nll": Job(experiment("hier-nll", "--out", str(out / "hier-nll"), "--models", "hvae", "vlae", "--epochs",
                                    "1", "--n-train", "200", "--hidden-size", "32", "--z-dim", "4", "--vlae-z-dims", "2",
                                    "2", "2", "--eval-samples", "5", "--eval-points", "20", "--warmup-epochs", "0")),
+        "hier-nll iwae": Job(experiment("hier-nll", "--out", str(out / "hier-nll"), "--models", "gae2", "--inference",
+                                        "name=iwae", "num_particles=2", "--epochs", "1", "--n-train", "200",
+                                        "--hidden-size", "32", "--z-dim", "4", "--eval-samples", "5", "--eval-points",
+                                        "20", "--warmup-epochs", "0"), after="hier-nll"),
         "vlae-layers": Job(experiment("vlae-layers", "--out", str(out / "vlae-layers"), "--epochs", "1", "--n-train",
                                       "200", "--n-valid", "100", "--test-points", "50", "--probe-train", "100")),
         "hier_step_time.py": Job(script("hier_step_time.py", "--steps", "2", "--repeats", "1", "--hidden-size", "32",
@@ -345,9 +349,12 @@ def test_wgan_step_time(smoke):
 
 def test_the_hierarchical_experiments(smoke):
     out, done = result(smoke, "hier-nll")
-    assert "| model | network | test NLL | k | n | epochs | best valid ELBO |" in done.out
-    assert "| hvae | mlp |" in done.out and "| vlae | mlp |" in done.out
+    assert "| model | network | inference | test NLL | k | n | epochs | best valid ELBO |" in done.out
+    assert "| hvae | mlp | svi |" in done.out and "| vlae | mlp | svi |" in done.out
     assert json.loads((out / "hier-nll" / "hvae-mlp" / "result.json").read_text())["eval_s"] > 0
+    _, done = result(smoke, "hier-nll iwae")  # its own run beside the SVI runs, in the same table
+    assert "| gae2 | mlp | iwae K=2 |" in done.out and "| hvae | mlp | svi |" in done.out
+    assert (out / "hier-nll" / "gae2-mlp-iwae-2" / "result.json").exists()
     out, done = result(smoke, "vlae-layers")
     assert "| model | epochs | valid ELBO | layer | KL | active | probe acc. |" in done.out
     _, done = result(smoke, "hier_step_time.py")

@@ -209,6 +209,20 @@ def test_hier_nll_gives_both_gaes_the_one_level_gaes_recipe_and_every_model_the_
     args = p.parse_args(["--gae", "bandwidth=posterior", "--lr-decays", "0"])
     config = hier_nll.make_config(args, "gae2")
     assert (config.model.bandwidth, config.budget.lr_decays) == ("posterior", 0)
+    assert (hier_nll.run_name(args, "gae2"), hier_nll.inference_label(config)) == ("gae2-mlp", "svi")
+
+
+def test_hier_nll_trains_by_the_inference_it_is_given_in_runs_of_their_own():
+    import argparse
+
+    from pyro_vae.experiments import hier_nll
+
+    p = argparse.ArgumentParser()
+    hier_nll.add_arguments(p)
+    args = p.parse_args(["--inference", "name=iwae", "num_particles=5"])
+    config = hier_nll.make_config(args, "gae2")
+    assert (config.inference.name, config.inference.num_particles, config.model.bandwidth) == ("iwae", 5, "shared")
+    assert (hier_nll.run_name(args, "gae2"), hier_nll.inference_label(config)) == ("gae2-mlp-iwae-5", "iwae K=5")
 
 
 def test_a_run_stopped_by_its_time_budget_is_carried_on_not_scored(tmp_path):

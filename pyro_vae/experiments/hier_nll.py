@@ -14,7 +14,10 @@ with the same widths and z of 40; the VLAE with three layers of ``z_dims`` and R
 The GAE and the two-level GAE take the recipe of the one-level GAE's 85.47 (``gae-nll``):
 ``--gae lambda1=0.05 lambda2=0.05 bandwidth=shared`` (the exemplar prior with one learned
 bandwidth per dimension) and ``--lr-decays 2`` (on a plateau, restart from the best
-parameters at lr / 10, twice; every model gets the decays).
+parameters at lr / 10, twice; every model gets the decays). Every model trains by SVI
+unless ``--inference`` gives other ``[inference]`` entries (``name=iwae num_particles=5``:
+the IWAE bound, as ``gae_iwae_nll.py`` trains the one-level GAE); its runs then live in
+``<model>-<network>-<values>/`` (``gae2-mlp-iwae-5``) beside the SVI runs.
 Every run is a run directory ``<model>-<network>/`` under ``--out``: ``--resume`` carries
 training on from its checkpoint and the evaluation from its saved chunks. A run that
 ``--max-minutes`` stops is carried on, not scored: only one that stops on its epochs or
@@ -23,6 +26,7 @@ its patience is.
     pyro-vae experiment hier-nll --max-minutes 600                       # the real runs: days on 2 cores
     pyro-vae experiment hier-nll --max-minutes 600 --resume              # carry them on
     pyro-vae experiment hier-nll --models gae2 --network conv --resume    # the conv two-level GAE
+    pyro-vae experiment hier-nll --models gae2 --inference name=iwae num_particles=5 --resume
     pyro-vae experiment hier-nll --epochs 1 --n-train 1000 --eval-samples 10 --eval-points 50   # smoke
 """
 
@@ -63,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="on a plateau, restart from the best parameters at lr / 10, this many times")
     p.add_argument("--gae", nargs="*", default=["lambda1=0.05", "lambda2=0.05", "bandwidth=shared"],
                    metavar="KEY=VALUE", help="[model] entries of the GAE and the two-level GAE")
+    p.add_argument("--inference", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="[inference] entries of every model (default: SVI), e.g. name=iwae num_particles=5")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-time budget per run")
     p.add_argument("--n-train", type=int, help="a fixed random subset of N training images (the GAEs' exemplars)")
     p.add_argument("--eval-samples", type=int, default=5000)
@@ -103,18 +109,30 @@ def make_config(args, model: str) -> Config:
     })
     if model in ("gae", "gae2") and args.gae:
         config = config.with_overrides([f"model.{entry}" for entry in model_entries(args.gae)])
-    return config
+    return config.with_overrides([f"inference.{entry}" for entry in args.inference])
+
+
+def run_name(args, model: str) -> str:
+    """``<model>-<network>``, and the ``--inference`` values after it (``gae2-mlp-iwae-5``)."""
+    return "-".join([model, args.network, *(entry.partition("=")[2].strip() for entry in args.inference)])
+
+
+def inference_label(config: Config) -> str:
+    """``svi``, or the algorithm with its particles: ``iwae K=5``."""
+    inf = config.inference
+    return inf.name if inf.name == "svi" else f"{inf.name} K={inf.num_particles}"
 
 
 def run_one(args, model: str) -> dict:
-    run_dir = args.out / f"{model}-{args.network}"
-    exp, state, train_s = train_run(args, make_config(args, model), run_dir)
+    run_dir = args.out / run_name(args, model)
+    config = make_config(args, model)
+    exp, state, train_s = train_run(args, config, run_dir)
     if (stopped := unscored(run_dir, state, train_s)) is not None:
         return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
     progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
     ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed)
-    row = {"model": model, "network": args.network, "test_nll": -ll.mean, "stderr": ll.stderr,
+    row = {"model": model, "network": args.network, "inference": inference_label(config), "test_nll": -ll.mean, "stderr": ll.stderr,
            "eval_samples": args.eval_samples, "test_points": len(test), **run_facts(state, train_s),
            "steps": state.step, "eval_s": evaluation_seconds(progress)}
     save_result(run_dir, row)
@@ -123,10 +141,10 @@ def run_one(args, model: str) -> dict:
 
 def print_table(rows: list[dict]) -> None:
     print("\nTest NLL on static binarized MNIST (nats, lower is better)\n")
-    print("| model | network | test NLL | k | n | epochs | best valid ELBO |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | network | inference | test NLL | k | n | epochs | best valid ELBO |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['network']} | {r['test_nll']:.2f} ± {r['stderr']:.2f} | {r['eval_samples']} | "
+        print(f"| {r['model']} | {r['network']} | {r.get('inference', 'svi')} | {r['test_nll']:.2f} ± {r['stderr']:.2f} | {r['eval_samples']} | "
               f"{r['test_points']} | {r['epochs']} | {r['best_valid_elbo']:.2f} |")
     for name, value in ANCHORS.items():
         print(f"anchor: {name}: {value}")
