@@ -250,6 +250,19 @@ def test_the_model_classes_refuse_empty_dimensions(make, message):
 
 # ----------------------------------------------------------------------------- signals
 
+@pytest.fixture
+def ctrl_c():
+    """SIGINT as at a terminal. A shell starts a background job (``cmd &``, so a suite run
+    under ``nohup ... &``) with SIGINT ignored; the loop leaves an ignored signal ignored
+    (tested below) and so would never see the tests' Ctrl-C. The handler set here is
+    replaced by SIG_DFL in a child process, which Python then turns into Ctrl-C again."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not path.exists():
@@ -259,7 +272,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_training_with_one_line_and_the_run_resumes(tmp_path, signum):
+def test_a_signal_stops_training_with_one_line_and_the_run_resumes(tmp_path, signum, ctrl_c):
     """As a user (Ctrl-C) or a scheduler (SIGTERM) stops a run; it then resumes, here in
     this process (the same command, without a second interpreter's start-up), once: the
     checkpoint left is the same whichever signal stopped the run."""
@@ -292,7 +305,7 @@ class SignalAt(Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def test_the_loop_stops_at_the_step_boundary_and_restores_the_handlers(tmp_path):
+def test_the_loop_stops_at_the_step_boundary_and_restores_the_handlers(tmp_path, ctrl_c):
     """From Python (a notebook): Interrupted, a KeyboardInterrupt, at the step the signal
     came in, the last epoch's checkpoint kept, and the handlers as they were before."""
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
@@ -308,7 +321,7 @@ def test_the_loop_stops_at_the_step_boundary_and_restores_the_handlers(tmp_path)
     assert state.epoch == 5
 
 
-def test_a_second_signal_interrupts_at_once():
+def test_a_second_signal_interrupts_at_once(ctrl_c):
     """Ctrl-C twice: the first is recorded, the second acts as Ctrl-C always does."""
     with StopOnSignals() as signals:
         os.kill(os.getpid(), signal.SIGINT)
@@ -317,6 +330,19 @@ def test_a_second_signal_interrupts_at_once():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs between bytecodes
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_signal_stays_ignored():
+    """A run started under ``nohup ... &`` (SIGINT ignored) is not stopped by a Ctrl-C."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopOnSignals() as signals:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert signals.received is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_sigterm_outside_training_stops_a_command_with_one_line(run, monkeypatch, capsys):
