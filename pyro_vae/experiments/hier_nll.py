@@ -16,10 +16,11 @@ The GAE and the two-level GAE take the recipe of the one-level GAE's 85.47 (``ga
 bandwidth per dimension) and ``--lr-decays 2`` (on a plateau, restart from the best
 parameters at lr / 10, twice; every model gets the decays). Every model trains by SVI
 unless ``--inference`` gives other ``[inference]`` entries (``name=iwae num_particles=5``:
-the IWAE bound, as ``gae_iwae_nll.py`` trains the one-level GAE); its runs then live in
-``<model>-<network>-<values>/`` (``gae2-mlp-iwae-5``) beside the SVI runs.
-Every run is a run directory ``<model>-<network>/`` under ``--out``: ``--resume`` carries
-training on from its checkpoint and the evaluation from its saved chunks. A run that
+the IWAE bound, as ``gae_iwae_nll.py`` trains the one-level GAE).
+Every run is a run directory under ``--out``, ``<model>-<network>/``, or with
+``--inference`` ``<model>-<network>-<values>/`` (``gae2-mlp-iwae-5``) beside the SVI runs:
+``--resume`` carries training on from its checkpoint and the evaluation from its saved
+chunks. A run that
 ``--max-minutes`` stops is carried on, not scored: only one that stops on its epochs or
 its patience is.
 
