@@ -3,10 +3,13 @@
 Each model of ``pyro-vae experiment hier-nll`` (same settings: z of 40 per level, hidden
 [300, 300], glu; the VLAE three layers of 20 with ReLU rungs; the GAEs' default "knn"
 estimator over the training set) takes ``--steps`` SVI steps with its ``elbo = "auto"``
-objective on minibatches of 100 static binarized MNIST images; the median of ``--repeats``
-timings per model, interleaved, is printed with its ratio to the VAE's.
+objective (or steps of ``--inference``'s algorithm, as in ``hier-nll``) on minibatches of 100
+static binarized MNIST images; the median of ``--repeats`` timings per model, interleaved, is
+printed with its ratio to the VAE's.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/hier_step_time.py --data-dir /work/shared/data
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/hier_step_time.py --data-dir /work/shared/data \
+        --models vae gae2 --inference name=iwae num_particles=5
 """
 
 from __future__ import annotations

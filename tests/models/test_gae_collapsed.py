@@ -1,6 +1,7 @@
 """The GAE with its data index summed out of a training step (``ExemplarELBO.collapsed``):
 what IWAE, VIMCO, RWS, wake-sleep and MCEM train it with."""
 
+import functools
 import math
 
 import pyro
@@ -11,7 +12,9 @@ from gae_helpers import N, explicit_elbo, objective, small_gae
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
+import pyro_vae.models.gae.prior as prior_module
 from pyro_vae.inference import IWAE, MCEM, WakeSleep
+from pyro_vae.models.gae.kernels import component_features
 from pyro_vae.models.gae.estimators import PoolMixture
 from pyro_vae.traces import per_point_log_prob
 
@@ -111,6 +114,37 @@ def test_dreams_come_from_the_cache_without_encoding_every_exemplar(digits, monk
     with obj.collapsed(x, INDEX, N), torch.no_grad():
         dreams = gae.generate(7)
     assert dreams["x"].shape == (7, 1, 8, 8) and dreams["y"].shape == (7,)
+
+
+def test_a_step_that_never_dreams_builds_no_kernel_features_of_all_n_components(digits, monkeypatch):
+    """A frozen scope's features of all n components are built on first use: an IWAE step
+    opens one for dreams it never has and does not pay for them; a collapsed scope builds
+    them once for all its calls."""
+    built, build = [], prior_module._Scope.features.func
+
+    def counted(scope):
+        built.append(len(scope.loc))
+        return build(scope)
+
+    features = functools.cached_property(counted)
+    features.__set_name__(prior_module._Scope, "features")
+    monkeypatch.setattr(prior_module._Scope, "features", features)
+    gae = small_gae(digits)
+    obj = objective(gae, "knn", neighbours=6, tail=10)
+    iwae = IWAE(gae, num_particles=2, objective=obj)
+    x = gae.exemplars[INDEX]
+    iwae.step(x, INDEX, N)  # fills the cache (and, once, traces the model for its plates)
+    built.clear()
+    for _ in range(2):  # inside a dream scope over the cache
+        iwae.step(x, INDEX, N)
+    assert built == []
+    with gae.prior.collapsed(), torch.no_grad():
+        for _ in range(2):  # held-out rows: y summed out over all n components
+            gae.model(x, None, None)
+        scope = prior_module._SCOPE.get()
+        expected = component_features(*gae.prior.components(*gae.prior.encode()))
+    assert built == [N]  # built once, shared by both calls
+    torch.testing.assert_close(scope.features, expected)
 
 
 def test_iwae_on_the_gae_ascends_the_k_sample_bound_of_the_collapsed_model(digits, monkeypatch):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
@@ -73,15 +74,23 @@ class SharedBandwidth(nn.Module):
 @dataclass
 class _Scope:
     """A frozen (and perhaps collapsed) view of one prior: its exact components, and the
-    weighted kernel tables of its marginals, built once for every call inside
-    (:meth:`table`)."""
+    kernel features and weighted tables of its marginals, each built on first use and then
+    shared by every call inside (:attr:`features`, :meth:`table`)."""
 
     prior: "ExemplarPrior"
     loc: torch.Tensor
     scale: torch.Tensor
-    features: tuple[torch.Tensor, torch.Tensor]
     collapsed: bool
     tables: dict = field(default_factory=dict)
+
+    @functools.cached_property
+    def features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`~pyro_vae.models.gae.kernels.component_features` of the ``n`` components.
+        Lazy because a collapsed step opens a scope for its dreams whether or not it has any:
+        an IWAE step never dreams, and the features of all ``n`` components cost it about a
+        sixth of its time."""
+        with torch.no_grad():
+            return component_features(self.loc, self.scale)
 
     def table(self, log_weights: Optional[torch.Tensor]) -> torch.Tensor:
         """:func:`~pyro_vae.models.gae.kernels.mixture_table` of the mixture over all
@@ -228,8 +237,7 @@ class ExemplarPrior(nn.Module):
         training cache's, so that dreams cost no pass over all ``n``)."""
         with torch.no_grad():
             loc, scale = self.components(*(self.encode() if posteriors is None else posteriors))
-            features = component_features(loc, scale)
-        token = _SCOPE.set(_Scope(self, loc, scale, features, collapsed))
+        token = _SCOPE.set(_Scope(self, loc, scale, collapsed))
         try:
             yield self
         finally:
