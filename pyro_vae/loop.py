@@ -6,9 +6,11 @@ reports (``train_<name>``, the epoch's mean, and ``valid_<name>`` from
 choose the figure early stopping and the best parameters follow; callbacks see every
 step and every epoch (the paper-figure curves record through them) and may stop the run;
 a :class:`RunStore` makes the state of every finished epoch a checkpoint, written
-atomically, from which a run resumes exactly. The loop knows nothing of models or
-algorithms beyond :class:`~pyro_vae.inference.base.Inference`, and nothing of
-``torch.distributed`` beyond its one seam, :class:`~pyro_vae.distributed.Replicas`.
+atomically, from which a run resumes exactly; a signal (Ctrl-C, SIGTERM) makes one of the
+step it stopped at, so an interrupted epoch resumes where it stopped, not from its start.
+The loop knows nothing of models or algorithms beyond
+:class:`~pyro_vae.inference.base.Inference`, and nothing of ``torch.distributed`` beyond
+its one seam, :class:`~pyro_vae.distributed.Replicas`.
 
 Early stopping with ``[budget] lr_decays``: a plateau first restarts training from the
 best parameters at a lower learning rate (a step decay as in IWAE's experiments, Burda
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import signal
 import threading
@@ -147,6 +150,11 @@ class TrainState:
     bad_epochs: int = 0
     lr_decays: int = 0
     stopped: Optional[str] = None
+    #: An epoch a signal stopped: its steps taken, its figures' weighted sums and its
+    #: seconds so far (zero otherwise).
+    epoch_steps: int = 0
+    epoch_sums: dict = field(default_factory=dict)
+    epoch_seconds: float = 0.0
 
 
 class RunStore(Protocol):
@@ -240,6 +248,8 @@ class Loop:
                     bar.set_description(f"epoch {self.state.epoch + 1}/{self.budget.epochs}")
                     self.replicas.seed_epoch(self.seed, self.state.epoch)
                     shares = self._train_epoch(bar)
+                    if self._signals.received is not None and self.state.epoch_steps:
+                        self._save()  # the step the signal stopped at
                     self._stop_if_signalled(f"in epoch {self.state.epoch + 1}")
                     self._end_epoch(shares, start)
                     self._save()
@@ -268,10 +278,23 @@ class Loop:
 
     # ------------------------------------------------------------------ an epoch
 
+    def _start_epoch(self):
+        """The epoch's batches, figure sums, steps and start time: a fresh epoch's, or what
+        is left of one a signal stopped (the same batches: the loader's order depends on the
+        seed and the epoch only; the inference's epoch start came back with the checkpoint)."""
+        state = self.state
+        if state.epoch_steps == 0:
+            self.inference.start_epoch(state.epoch)
+        loader = itertools.islice(self.loader(state.epoch), state.epoch_steps, None)
+        # The stopped steps' sums are of whole batches: under several processes, rank 0's share.
+        sums = state.epoch_sums if self.replicas.is_main else dict.fromkeys(state.epoch_sums, 0.0)
+        started, steps = time.perf_counter() - state.epoch_seconds, state.epoch_steps
+        state.epoch_steps, state.epoch_sums, state.epoch_seconds = 0, {}, 0.0
+        return loader, sums, steps, started
+
     def _train_epoch(self, bar: tqdm) -> dict:
-        state, loader = self.state, self.loader(self.state.epoch)
-        self.inference.start_epoch(state.epoch)
-        num_data, sums, steps, started = len(self.data.train), {}, 0, time.perf_counter()
+        state, num_data = self.state, len(self.data.train)
+        loader, sums, steps, started = self._start_epoch()
         # Every global batch has this many rows (drop_last, or one batch of all the data);
         # this rank's shard weighs len(x) / batch in the gradient and the epoch's means.
         batch = min(self.batch_size, num_data)
@@ -295,6 +318,9 @@ class Loop:
                 callback.on_step_end(self, figures)
             if self._stop is not None or self._signals.received is not None:
                 break
+        if self._signals.received is not None and self.replicas.world_size == 1:
+            state.epoch_steps, state.epoch_sums = steps, sums
+            state.epoch_seconds = time.perf_counter() - started
         if not all(torch.isfinite(p).all() for p in self.module.parameters()):
             raise self._diverged(f"a parameter became NaN/inf in epoch {state.epoch + 1}")
         # Under several processes, this rank's share of the global means until _end_epoch sums them.
@@ -381,6 +407,10 @@ class Loop:
         if ckpt is None:
             return TrainState(stopped="budget" if self.budget.epochs <= 0 else None)
         load_parameters(self.module, ckpt["module"], self.store.where)
+        if ckpt["state"].get("epoch_steps"):
+            # Stopped inside an epoch: its start (schedules, the GAE's cache refresh) is
+            # redone, then overwritten by the state the steps since left.
+            self.inference.start_epoch(ckpt["state"]["epoch"])
         self.inference.load_state_dict(ckpt["inference"])
         set_rng_state(ckpt["rng"])
         for callback, saved in zip(self.callbacks, ckpt.get("callbacks", [])):
@@ -403,8 +433,9 @@ class Loop:
         return None if state.stopped in RESUMABLE + (None,) else state.stopped
 
     def _stop_if_signalled(self, when: str) -> None:
-        """Raise :class:`Interrupted` if a signal came: the checkpoint on disk is the last
-        finished epoch's, from which the run resumes exactly."""
+        """Raise :class:`Interrupted` if a signal came: the checkpoint on disk is of the
+        step it stopped at (in a single process; under several, the last finished epoch's),
+        from which the run resumes exactly."""
         signum = self._signals.received
         if signum is not None:
             raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {self.state.step} ({when} "

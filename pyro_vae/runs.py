@@ -132,6 +132,9 @@ class RunDirectory:
         checkpoint.write_text(self.path / "log.csv", log_text(history))
 
     def kept(self, state: TrainState) -> str:
+        if self.checkpoint_path.exists() and state.epoch_steps:
+            return (f"a checkpoint of step {state.step} ({state.epoch_steps} steps into epoch {state.epoch + 1}) "
+                    f"is kept at {self.checkpoint_path}")
         if self.checkpoint_path.exists():
             return f"the last good checkpoint (epoch {state.epoch}) is kept at {self.checkpoint_path}"
         return "no epoch had finished, so there is no checkpoint"

@@ -11,6 +11,7 @@ signals can only be tested that way.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -275,7 +276,8 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 def test_a_signal_stops_training_with_one_line_and_the_run_resumes(tmp_path, signum, ctrl_c):
     """As a user (Ctrl-C) or a scheduler (SIGTERM) stops a run; it then resumes, here in
     this process (the same command, without a second interpreter's start-up), once: the
-    checkpoint left is the same whichever signal stopped the run."""
+    checkpoint left is the same whichever signal stopped the run. The checkpoint is of the
+    step the signal stopped at, inside an epoch or at its end."""
     run_dir = tmp_path / "run"
     args = ["train", "--run-dir", run_dir, "--epochs", "200", "--no-progress", *SETS]
     proc = cli(*args)
@@ -287,7 +289,9 @@ def test_a_signal_stops_training_with_one_line_and_the_run_resumes(tmp_path, sig
     message = assert_one_paragraph(err, f"pyro-vae train: stopped by {name} after step ",
                                    f"is kept at {run_dir / 'checkpoint.pt'}", "resume with `pyro-vae train ")
     stopped_at = len(read_log(run_dir))
-    assert 1 <= stopped_at < 200 and f"the last good checkpoint (epoch {stopped_at})" in message
+    step = re.search(r"after step (\d+) ", message).group(1)
+    inside = f"a checkpoint of step {step} (" in message and f" steps into epoch {stopped_at + 1})" in message
+    assert 1 <= stopped_at < 200 and (inside or f"the last good checkpoint (epoch {stopped_at})" in message)
     if signum == signal.SIGTERM:  # the checkpoint left is the same after either
         assert main(["train", "--run-dir", str(run_dir), "--epochs", str(stopped_at + 1), "--no-progress",
                      *SETS]) == 0
@@ -307,15 +311,15 @@ class SignalAt(Callback):
 
 def test_the_loop_stops_at_the_step_boundary_and_restores_the_handlers(tmp_path, ctrl_c):
     """From Python (a notebook): Interrupted, a KeyboardInterrupt, at the step the signal
-    came in, the last epoch's checkpoint kept, and the handlers as they were before."""
+    came in, a checkpoint of that step kept, and the handlers as they were before."""
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     config = Config().with_overrides(FAST + ["budget.epochs=5"])
     steps = len(build(config).data.train) // config.data.batch_size
     with pytest.raises(Interrupted) as info:
         train(config, tmp_path, progress=False, callbacks=[SignalAt(signal.SIGINT, steps + 2)])
     assert isinstance(info.value, KeyboardInterrupt) and info.value.signum == signal.SIGINT
-    assert str(info.value).startswith(f"stopped by SIGINT after step {steps + 2} (in epoch 2 of 5); "
-                                      f"the last good checkpoint (epoch 1) is kept at {tmp_path / 'checkpoint.pt'}")
+    assert str(info.value).startswith(f"stopped by SIGINT after step {steps + 2} (in epoch 2 of 5); a checkpoint "
+                                      f"of step {steps + 2} (2 steps into epoch 2) is kept at {tmp_path / 'checkpoint.pt'}")
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     _, state = train(config, tmp_path, progress=False)
     assert state.epoch == 5

@@ -585,3 +585,30 @@ def test_cli_nproc_resumes_a_single_process_run_under_torchrun(tmp_path, monkeyp
     assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 4
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "checkpoint.pt", "config.toml", "data.json", "log.csv", "summary.json"]
+
+
+def test_cli_nproc_finishes_an_epoch_a_signal_stopped_in_one_process(tmp_path):
+    """A checkpoint of the step a SIGTERM stopped goes on under ``--nproc 2``: the ranks
+    take only the epoch's remaining batches, and rank 0 alone carries the stopped steps'
+    figure sums (added on every rank, the epoch's mean would count them twice)."""
+    from pyro_vae.loop import Callback, Interrupted
+
+    class TermAt(Callback):
+        def on_step_end(self, loop, figures):
+            if loop.state.step == steps + 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    run_dir = tmp_path / "run"
+    steps = len(load_dataset("digits").train) // Config().data.batch_size
+    with pytest.raises(Interrupted):
+        train(config("budget.epochs=3"), run_dir, progress=False, callbacks=[TermAt()])
+    assert checkpoint.load(run_dir / "checkpoint.pt")["state"]["epoch_steps"] == 3
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out = subprocess.run([sys.executable, "-m", "pyro_vae", "train", "--nproc", "2", "--run-dir", str(run_dir),
+                          "--no-progress", "--epochs", "3", "--dist-timeout", "60",
+                          *[a for o in FAST for a in ("--set", o)]],
+                         env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    log = read_log(run_dir)
+    assert [r["epoch"] for r in log] == [1, 2, 3] and [r["step"] for r in log] == [steps, 2 * steps, 3 * steps]
+    assert log[0]["train_elbo"] < log[1]["train_elbo"] < log[2]["train_elbo"]

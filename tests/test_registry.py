@@ -4,6 +4,8 @@ fail with clear errors, every algorithm trains and resumes through the loop, and
 families' declared capabilities are what the refusals read."""
 
 import dataclasses
+import os
+import signal
 
 import pyro
 import pytest
@@ -14,9 +16,10 @@ from pyro_vae import checkpoint, train as train_module
 from pyro_vae.capabilities import LATENT_VARIABLE_MODEL, Capabilities, capabilities_of
 from pyro_vae.config import Config, ConfigError
 from pyro_vae.inference import IWAE, MCEM, RWS, VIMCO, WakeSleep
+from pyro_vae.loop import Callback, Interrupted
 from pyro_vae.models import GAE, VAE
 from pyro_vae.registry import ALGORITHMS, FAMILIES, build_inference, check_compatible, family_of
-from pyro_vae.train import build, make_inference, train
+from pyro_vae.train import build, make_inference, read_log, train
 
 B, N = 20, 1297
 
@@ -145,14 +148,22 @@ FAST = ["model.hidden=[32]", "eval.num_samples=0", "eval.plots=false", "optim.lr
 GAE_SMALL = ["model.name=gae", "model.neighbours=8", "model.tail=50", "data.binarize=static", "data.train_size=300"]
 
 
-@pytest.mark.parametrize("name,extra", [
+#: Every algorithm but SVI, on the VAE and on the small GAE.
+EVERY_ALGORITHM = [
     ("wake_sleep", []), ("rws", ["inference.num_particles=3", "inference.insomnia=0.5"]),
     ("mcem", ["inference.hmc_leapfrog_steps=5", "inference.m_steps=2"]),
     ("iwae", ["inference.num_particles=3"]), ("vimco", ["inference.num_particles=3"]),
     ("wake_sleep", GAE_SMALL), ("rws", GAE_SMALL + ["inference.num_particles=3", "inference.insomnia=0.5"]),
     ("mcem", GAE_SMALL + ["inference.hmc_leapfrog_steps=5", "inference.m_steps=2", "inference.num_chains=2"]),
     ("iwae", GAE_SMALL + ["inference.num_particles=3"]), ("vimco", GAE_SMALL + ["model.estimator=exact", "inference.num_particles=3"]),
-], ids=lambda v: v if isinstance(v, str) else ("gae" if "model.name=gae" in v else ""))
+]
+
+
+def algorithm_id(value):
+    return value if isinstance(value, str) else ("gae" if "model.name=gae" in value else "")
+
+
+@pytest.mark.parametrize("name,extra", EVERY_ALGORITHM, ids=algorithm_id)
 def test_every_algorithm_trains_and_resumes_exactly_through_the_loop(tmp_path, name, extra):
     config = Config().with_overrides(FAST + [f"inference.name={name}", *extra])
     _, whole = train(config.with_overrides(["budget.epochs=3"]), tmp_path / "whole", progress=False)
@@ -165,6 +176,34 @@ def test_every_algorithm_trains_and_resumes_exactly_through_the_loop(tmp_path, n
     exp, resumed = train(config.with_overrides(["budget.epochs=3"]), tmp_path / "split", progress=False)
     assert [r["train_elbo"] for r in resumed.history] == [r["train_elbo"] for r in whole.history]
     assert whole.history[-1]["valid_elbo"] > whole.history[0]["valid_elbo"]
+
+
+class TermAt(Callback):
+    """SIGTERM to this process after step ``at``, as a scheduler would send it."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_end(self, loop, figures):
+        if loop.state.step == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("name,extra", EVERY_ALGORITHM + [("svi", []), ("svi", GAE_SMALL)], ids=algorithm_id)
+def test_every_algorithm_resumes_exactly_from_the_step_a_signal_stopped(tmp_path, name, extra):
+    """A signal inside an epoch keeps a checkpoint of that step; the resumed run takes the
+    epoch's remaining batches and ends where the uninterrupted one does, figures and
+    parameters alike (the GAE's cache is not refreshed again mid-epoch)."""
+    config = Config().with_overrides(FAST + [f"inference.name={name}", "budget.epochs=2", *extra])
+    whole_exp, whole = train(config, tmp_path / "whole", progress=False)
+    steps = whole.step // 2
+    with pytest.raises(Interrupted):
+        train(config, tmp_path / "split", progress=False, callbacks=[TermAt(steps + 2)])
+    assert read_log(tmp_path / "split")[-1]["epoch"] == 1
+    exp, resumed = train(config, tmp_path / "split", progress=False)
+    assert [r["train_elbo"] for r in resumed.history] == [r["train_elbo"] for r in whole.history]
+    for a, b in zip(whole_exp.module.state_dict().values(), exp.module.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- capabilities

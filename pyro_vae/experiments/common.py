@@ -137,8 +137,9 @@ class CurveRecorder(Callback):
         return self.train_seconds + when - start - self._epoch_eval
 
     def state_dict(self) -> dict:
+        # epoch_eval: an epoch a signal stopped resumes with its evaluations' seconds.
         return {"settings": self.settings, "rows": self.rows, "marks": self.marks, "stopped": self.stopped,
-                "train_seconds": self.train_seconds}
+                "train_seconds": self.train_seconds, "epoch_eval": self._epoch_eval}
 
     def load_state_dict(self, state: dict) -> None:
         if state["settings"] != self.settings:
@@ -149,6 +150,7 @@ class CurveRecorder(Callback):
                               "use the same settings to continue it, or another --out to start afresh")
         self.rows, self.marks = [dict(r) for r in state["rows"]], state["marks"]
         self.stopped, self.train_seconds = state["stopped"], state["train_seconds"]
+        self._epoch_eval = state.get("epoch_eval", 0.0)
 
     # ------------------------------------------------------------------ evaluation
 
