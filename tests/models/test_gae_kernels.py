@@ -6,7 +6,7 @@ import math
 import pyro.distributions as dist
 import torch
 
-from pyro_vae.models.gae.distribution import ExemplarMixture, ExemplarNormal
+from pyro_vae.models.gae.distribution import ExemplarMixture, ExemplarNormal, UniformIndex
 from pyro_vae.models.gae.kernels import component_features, features_to_params, log_mixture
 from pyro_vae.models.gae.search import clustered_neighbours, nearest_exemplars
 
@@ -70,6 +70,36 @@ def test_exemplar_mixture_is_the_mixture_with_y_summed_out():
     draws = ExemplarMixture(loc, scale * 1e-4, (5,), torch.full((9,), -math.log(8)), own).sample((200,))
     nearest = torch.cdist(draws.reshape(-1, 3), loc).argmin(-1).view(200, 5)
     assert draws.shape == (200, 5, 3) and not (nearest == own).any()  # never the own component
+
+
+def counts(values: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.bincount(values.reshape(-1), minlength=n).float()
+
+
+def test_uniform_draws_are_uniform_over_the_index_less_the_excluded_one():
+    """A mixture of equal weights draws its components by randint (not the multinomial):
+    uniform over all n, or over the other n − 1 for leave-one-out rows; unequal weights
+    still draw by them."""
+    torch.manual_seed(3)
+    loc, scale, draws = torch.arange(4.0).view(4, 1), torch.full((4, 1), 1e-4), 40000
+    j = ExemplarMixture(loc, scale, (1,))._component(torch.Size([draws, 1]))
+    assert ((counts(j, 4) / draws - 0.25).abs() < 0.01).all()
+    own = torch.tensor([2])
+    loo = ExemplarMixture(loc, scale, (1,), torch.full((4,), -math.log(3)), own).sample((draws,))
+    freq = counts(loo.round().long(), 4) / draws
+    assert freq[2] == 0 and ((freq[[0, 1, 3]] - 1 / 3).abs() < 0.01).all()
+    skewed = ExemplarMixture(loc, scale, (1,), torch.tensor([0.9, 0.1, 1e-9, 1e-9]).log()).sample((draws,))
+    assert abs(counts(skewed.round().long(), 4)[0] / draws - 0.9) < 0.01
+
+
+def test_uniform_index_scores_enumerates_and_expands_as_a_categorical():
+    torch.manual_seed(4)
+    y = UniformIndex.over(5, torch.zeros((), dtype=torch.float64)).expand((3,))
+    assert isinstance(y, UniformIndex) and y.logits.dtype == torch.float64
+    draws = y.sample((20000,))
+    assert draws.shape == (20000, 3) and ((counts(draws, 5) / draws.numel() - 0.2).abs() < 0.01).all()
+    torch.testing.assert_close(y.log_prob(draws[:2]), torch.full((2, 3), -math.log(5), dtype=torch.float64))
+    assert y.enumerate_support(expand=False).reshape(-1).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_neighbour_search():

@@ -45,7 +45,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_vae.models.gae.distribution import ExemplarMixture, ExemplarNormal
+from pyro_vae.models.gae.distribution import ExemplarMixture, ExemplarNormal, UniformIndex
 from pyro_vae.models.gae.kernels import MAX_ELEMENTS, component_features, log_mixture, mixture_table
 from pyro_vae.plates import register_module
 
@@ -277,9 +277,7 @@ class ExemplarPrior(nn.Module):
         """A generated point: ``y`` uniform over the n exemplars, then ``z | y`` the Normal of
         component y, a plain reparameterised draw given y (so that a GAN's generator can draw
         it from noise: y from a fixed uniform, z = μ_y + σ_y·ε)."""
-        n = self.num_exemplars
-        y = pyro.sample("y", dist.Categorical(logits=loc.new_full((n,), -math.log(n))),
-                        infer={"enumerate": "parallel"})
+        y = pyro.sample("y", UniformIndex.over(self.num_exemplars, loc), infer={"enumerate": "parallel"})
         return pyro.sample("z", dist.Normal(loc[y], scale.expand_as(loc)[y]).to_event(1))
 
     def _pooled(self, pool, stats) -> torch.Tensor:
