@@ -349,11 +349,13 @@ def test_wgan_step_time(smoke):
 
 def test_the_hierarchical_experiments(smoke):
     out, done = result(smoke, "hier-nll")
-    assert "| model | network | inference | test NLL | k | n | epochs | best valid ELBO |" in done.out
+    assert "| model | network | inference | test NLL | − best | k | n | epochs | best valid ELBO |" in done.out
     assert "| hvae | mlp | svi |" in done.out and "| vlae | mlp | svi |" in done.out
     assert json.loads((out / "hier-nll" / "hvae-mlp" / "result.json").read_text())["eval_s"] > 0
     _, done = result(smoke, "hier-nll iwae")  # its own run beside the SVI runs, in the same table
     assert "| gae2 | mlp | iwae K=2 |" in done.out and "| hvae | mlp | svi |" in done.out
+    # three NLLs ± their errors; the best's "− best" is 0, the two others' paired ± errors
+    assert done.out.count(" | 0 (best) | ") == 1 and done.out.count(" ± ") == 3 + 2
     assert (out / "hier-nll" / "gae2-mlp-iwae-2" / "result.json").exists()
     out, done = result(smoke, "vlae-layers")
     assert "| model | epochs | valid ELBO | layer | KL | active | probe acc. |" in done.out

@@ -4,6 +4,7 @@ compares, write PNG + CSV + JSON, stop on their budgets, resume, and the CLI dri
 import math
 
 import pytest
+import torch
 
 from pyro_vae.cli import main
 from pyro_vae.errors import ConfigError
@@ -210,6 +211,29 @@ def test_hier_nll_gives_both_gaes_the_one_level_gaes_recipe_and_every_model_the_
     config = hier_nll.make_config(args, "gae2")
     assert (config.model.bandwidth, config.budget.lr_decays) == ("posterior", 0)
     assert (hier_nll.run_name(args, "gae2"), hier_nll.inference_label(config)) == ("gae2-mlp", "svi")
+
+
+def test_hier_nll_pairs_every_run_with_the_best_over_the_same_images(tmp_path):
+    """The table's "− best" column: the NLL difference to the best run scored on the same
+    points with the same k, ± the paired standard error, from the saved per-image scores."""
+    from pyro_vae import checkpoint
+    from pyro_vae.experiments import hier_nll
+
+    def scored(name, per_point, points=4, k=10, epochs=3):
+        run = tmp_path / name
+        if per_point is not None:
+            where = hier_nll.scores_dir(run, points, k, epochs)
+            where.mkdir(parents=True)
+            half = len(per_point) // 2  # two chunks, read back in order
+            for start, part in ((0, per_point[:half]), (half, per_point[half:])):
+                checkpoint.save({"per_point": torch.tensor(part), "seconds": 1.0}, where / f"chunk-{start:07d}.pt")
+        nll = -sum(per_point) / len(per_point) if per_point else 99.0
+        return run, {"test_nll": nll, "test_points": points, "eval_samples": k, "epochs": epochs}
+
+    runs = dict([scored("a", [-1.0, -2.0, -3.0, -4.0]), scored("b", [-2.0, -2.0, -4.0, -4.0]),
+                 scored("c", [-1.0, -1.0], points=2), scored("d", None)])
+    vs_best = {d.name: v for d, v in hier_nll.paired_to_best(runs).items()}
+    assert vs_best == {"a": "0 (best)", "b": "+0.50 ± 0.29", "c": "-", "d": "-"}
 
 
 def test_hier_nll_trains_by_the_inference_it_is_given_in_runs_of_their_own():

@@ -84,6 +84,13 @@ def evaluation_seconds(directory: str | Path) -> float | None:
     return sum(times)
 
 
+def saved_per_point(directory: str | Path) -> torch.Tensor | None:
+    """The per-point log-likelihoods of the chunks saved in ``directory``, in the data's
+    order (to pair two models scored on the same points); ``None`` when none is saved."""
+    paths = sorted(Path(directory).glob("chunk-*.pt"))
+    return torch.cat([_chunk(path, False) for path in paths]) if paths else None
+
+
 def _chunk(path: Path, allow_pickle: bool) -> torch.Tensor:
     saved = checkpoint.load(path, allow_pickle=allow_pickle).get("per_point")
     if not isinstance(saved, torch.Tensor):

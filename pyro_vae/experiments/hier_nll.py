@@ -41,8 +41,8 @@ import torch
 
 from pyro_vae import checkpoint
 from pyro_vae.config import Config
-from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds
-from pyro_vae.experiments.common import seeded_subset
+from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds, saved_per_point
+from pyro_vae.experiments.common import paired, seeded_subset
 from pyro_vae.experiments.gae_runs import model_entries, run_facts, save_result, train_run, unscored
 
 MODELS = ("vae", "hvae", "gae", "gae2", "vlae")
@@ -131,7 +131,7 @@ def run_one(args, model: str) -> dict:
     if (stopped := unscored(run_dir, state, train_s)) is not None:
         return stopped
     test = seeded_subset(exp.data.test, args.eval_points, args.seed)
-    progress = run_dir / f"test_ll-{len(test)}points-k{args.eval_samples}-epoch{state.epoch}"
+    progress = scores_dir(run_dir, len(test), args.eval_samples, state.epoch)
     ll = checkpointed_log_likelihood(exp.module, test, progress, num_samples=args.eval_samples, seed=args.seed)
     row = {"model": model, "network": args.network, "inference": inference_label(config), "test_nll": -ll.mean,
            "stderr": ll.stderr, "eval_samples": args.eval_samples, "test_points": len(test),
@@ -140,17 +140,43 @@ def run_one(args, model: str) -> dict:
     return row
 
 
-def print_table(rows: list[dict]) -> None:
-    print("\nTest NLL on static binarized MNIST (nats, lower is better)\n")
-    print("| model | network | inference | test NLL | k | n | epochs | best valid ELBO |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
+def scores_dir(run_dir: Path, points: int, samples: int, epoch: int) -> Path:
+    """Where a run's per-image test log-likelihoods are saved (the evaluation's chunks)."""
+    return run_dir / f"test_ll-{points}points-k{samples}-epoch{epoch}"
+
+
+def paired_to_best(runs: dict[Path, dict]) -> dict[Path, str]:
+    """Each run's test NLL minus the best run's, ``± the paired standard error`` over the
+    same images (runs scored on the same points with the same k: the seeded subset is
+    the same for every run of one ``--seed``); ``-`` where a run has no such partner or
+    no saved scores."""
+    scores = {d: saved_per_point(scores_dir(d, r["test_points"], r["eval_samples"], r["epochs"]))
+              for d, r in runs.items()}
+    out = {}
+    for d, r in runs.items():
+        peers = [e for e, q in runs.items() if scores[e] is not None
+                 and (q["test_points"], q["eval_samples"]) == (r["test_points"], r["eval_samples"])]
+        if scores[d] is None or len(peers) < 2:
+            out[d] = "-"
+            continue
+        best = min(peers, key=lambda e: runs[e]["test_nll"])
+        mean, stderr = paired(scores[best] - scores[d])  # log p_best − log p = NLL − NLL_best
+        out[d] = "0 (best)" if best == d else f"{mean:+.2f} ± {stderr:.2f}"
+    return out
+
+
+def print_table(runs: dict[Path, dict]) -> None:
+    vs_best = paired_to_best(runs)
+    print("\nTest NLL on static binarized MNIST (nats, lower is better; − best: paired over the same images)\n")
+    print("| model | network | inference | test NLL | − best | k | n | epochs | best valid ELBO |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for d, r in runs.items():
         print(f"| {r['model']} | {r['network']} | {r.get('inference', 'svi')} | {r['test_nll']:.2f} ± "
-              f"{r['stderr']:.2f} | {r['eval_samples']} | {r['test_points']} | {r['epochs']} | "
+              f"{r['stderr']:.2f} | {vs_best[d]} | {r['eval_samples']} | {r['test_points']} | {r['epochs']} | "
               f"{r['best_valid_elbo']:.2f} |")
     for name, value in ANCHORS.items():
         print(f"anchor: {name}: {value}")
-    for r in rows:
+    for r in runs.values():
         if r["model"] == "gae2":
             full = r["test_points"] == TEST_SIZE and r["eval_samples"] >= 5000
             verdict = ("reached" if r["test_nll"] <= TARGET[r["network"]] else "not reached") if full \
@@ -164,6 +190,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     for model in args.models:
         print(json.dumps(run_one(args, model)), flush=True)
-    rows = [json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))]
-    print_table(rows)
-    return rows
+    runs = {p.parent: json.loads(p.read_text()) for p in sorted(args.out.glob("*/result.json"))}
+    print_table(runs)
+    return list(runs.values())
