@@ -1,6 +1,7 @@
 """The AEVB figure experiments at tiny budgets: they run every algorithm the figure
 compares, write PNG + CSV + JSON, stop on their budgets, resume, and the CLI drives them."""
 
+import json
 import math
 
 import pytest
@@ -219,11 +220,12 @@ def test_hier_nll_pairs_every_run_with_the_best_over_the_same_images(tmp_path):
     from pyro_vae import checkpoint
     from pyro_vae.experiments import hier_nll
 
-    def scored(name, per_point, points=4, k=10, epochs=3):
+    def scored(name, per_point, data="x4", points=4, k=10, epochs=3):
         run = tmp_path / name
         if per_point is not None:
             where = hier_nll.scores_dir(run, points, k, epochs)
             where.mkdir(parents=True)
+            (where / "settings.json").write_text(json.dumps({"num_samples": k, "data_sha1": data}))
             half = len(per_point) // 2  # two chunks, read back in order
             for start, part in ((0, per_point[:half]), (half, per_point[half:])):
                 checkpoint.save({"per_point": torch.tensor(part), "seconds": 1.0}, where / f"chunk-{start:07d}.pt")
@@ -231,9 +233,10 @@ def test_hier_nll_pairs_every_run_with_the_best_over_the_same_images(tmp_path):
         return run, {"test_nll": nll, "test_points": points, "eval_samples": k, "epochs": epochs}
 
     runs = dict([scored("a", [-1.0, -2.0, -3.0, -4.0]), scored("b", [-2.0, -2.0, -4.0, -4.0]),
-                 scored("c", [-1.0, -1.0], points=2), scored("d", None)])
+                 scored("c", [-1.0, -1.0], data="x2", points=2), scored("d", None),
+                 scored("e", [-0.5, -0.5, -0.5, -0.5], data="other 4 points")])
     vs_best = {d.name: v for d, v in hier_nll.paired_to_best(runs).items()}
-    assert vs_best == {"a": "0 (best)", "b": "+0.50 ± 0.29", "c": "-", "d": "-"}
+    assert vs_best == {"a": "0 (best)", "b": "+0.50 ± 0.29", "c": "-", "d": "-", "e": "-"}
 
 
 def test_hier_nll_trains_by_the_inference_it_is_given_in_runs_of_their_own():

@@ -7,7 +7,7 @@ the appendix-D HMC estimator for low-dimensional latents (:func:`hmc_log_likelih
 and Parzen-window scores for a model that can only sample (:func:`parzen_evaluate`).
 """
 
-from pyro_vae.evaluation.checkpointed import checkpointed_log_likelihood, evaluation_seconds, saved_per_point
+from pyro_vae.evaluation.checkpointed import checkpointed_log_likelihood, evaluation_seconds, saved_scores
 from pyro_vae.evaluation.elbo import evaluate_elbo
 from pyro_vae.evaluation.hmc_marginal import hmc_log_likelihood
 from pyro_vae.evaluation.layers import active_units, layer_kl, linear_probe, posterior_means
@@ -46,6 +46,6 @@ __all__ = [
     "parzen_log_density",
     "parzen_log_likelihood",
     "posterior_means",
-    "saved_per_point",
+    "saved_scores",
     "select_bandwidth",
 ]

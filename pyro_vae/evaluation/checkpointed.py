@@ -84,11 +84,15 @@ def evaluation_seconds(directory: str | Path) -> float | None:
     return sum(times)
 
 
-def saved_per_point(directory: str | Path) -> torch.Tensor | None:
-    """The per-point log-likelihoods of the chunks saved in ``directory``, in the data's
-    order (to pair two models scored on the same points); ``None`` when none is saved."""
+def saved_scores(directory: str | Path) -> tuple[dict, torch.Tensor] | None:
+    """The settings of the evaluation saved in ``directory`` (among them ``data_sha1`` and
+    ``num_samples``: two evaluations with the same ones scored the same points) and the
+    per-point log-likelihoods of its chunks, in the data's order; ``None`` when no chunk
+    is saved."""
     paths = sorted(Path(directory).glob("chunk-*.pt"))
-    return torch.cat([_chunk(path, False) for path in paths]) if paths else None
+    if not paths:
+        return None
+    return _read_settings(Path(directory) / _SETTINGS), torch.cat([_chunk(path, False) for path in paths])
 
 
 def _chunk(path: Path, allow_pickle: bool) -> torch.Tensor:

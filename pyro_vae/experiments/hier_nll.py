@@ -41,7 +41,7 @@ import torch
 
 from pyro_vae import checkpoint
 from pyro_vae.config import Config
-from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds, saved_per_point
+from pyro_vae.evaluation import checkpointed_log_likelihood, evaluation_seconds, saved_scores
 from pyro_vae.experiments.common import paired, seeded_subset
 from pyro_vae.experiments.gae_runs import model_entries, run_facts, save_result, train_run, unscored
 
@@ -146,21 +146,20 @@ def scores_dir(run_dir: Path, points: int, samples: int, epoch: int) -> Path:
 
 
 def paired_to_best(runs: dict[Path, dict]) -> dict[Path, str]:
-    """Each run's test NLL minus the best run's, ``± the paired standard error`` over the
-    same images (runs scored on the same points with the same k: the seeded subset is
-    the same for every run of one ``--seed``); ``-`` where a run has no such partner or
-    no saved scores."""
-    scores = {d: saved_per_point(scores_dir(d, r["test_points"], r["eval_samples"], r["epochs"]))
-              for d, r in runs.items()}
+    """Each run's test NLL minus the best run's, ``± the paired standard error``, among
+    the runs whose saved scores cover the same points with the same k (the evaluations'
+    ``data_sha1`` and ``num_samples``); ``-`` for a run without saved scores or peers."""
+    saved = {d: saved_scores(scores_dir(d, r["test_points"], r["eval_samples"], r["epochs"]))
+             for d, r in runs.items()}
+    key = {d: (s[0].get("data_sha1"), s[0].get("num_samples")) for d, s in saved.items() if s is not None}
     out = {}
-    for d, r in runs.items():
-        peers = [e for e, q in runs.items() if scores[e] is not None
-                 and (q["test_points"], q["eval_samples"]) == (r["test_points"], r["eval_samples"])]
-        if scores[d] is None or len(peers) < 2:
+    for d in runs:
+        peers = [e for e in key if d in key and key[e] == key[d]]
+        if len(peers) < 2:
             out[d] = "-"
             continue
         best = min(peers, key=lambda e: runs[e]["test_nll"])
-        mean, stderr = paired(scores[best] - scores[d])  # log p_best − log p = NLL − NLL_best
+        mean, stderr = paired(saved[best][1] - saved[d][1])  # log p_best − log p = NLL − NLL_best
         out[d] = "0 (best)" if best == d else f"{mean:+.2f} ± {stderr:.2f}"
     return out
 
