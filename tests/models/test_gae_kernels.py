@@ -82,7 +82,7 @@ def test_uniform_draws_are_uniform_over_the_index_less_the_excluded_one():
     still draw by them."""
     torch.manual_seed(3)
     loc, scale, draws = torch.arange(4.0).view(4, 1), torch.full((4, 1), 1e-4), 40000
-    j = ExemplarMixture(loc, scale, (1,))._component(torch.Size([draws, 1]))
+    j = ExemplarMixture(loc, scale, (1,)).sample((draws,)).round().long()  # each draw is its component's loc
     assert ((counts(j, 4) / draws - 0.25).abs() < 0.01).all()
     own = torch.tensor([2])
     loo = ExemplarMixture(loc, scale, (1,), torch.full((4,), -math.log(3)), own).sample((draws,))
