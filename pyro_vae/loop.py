@@ -248,8 +248,8 @@ class Loop:
                     bar.set_description(f"epoch {self.state.epoch + 1}/{self.budget.epochs}")
                     self.replicas.seed_epoch(self.seed, self.state.epoch)
                     shares = self._train_epoch(bar)
-                    if self._signals.received is not None and self.state.epoch_steps:
-                        self._save()  # the step the signal stopped at
+                    if self.state.epoch_steps:  # set only when a signal stopped the epoch
+                        self._save()  # the step it stopped at
                     self._stop_if_signalled(f"in epoch {self.state.epoch + 1}")
                     self._end_epoch(shares, start)
                     self._save()

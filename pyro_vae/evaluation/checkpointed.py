@@ -78,7 +78,7 @@ def checkpointed_log_likelihood(module, data: torch.Tensor, directory: str | Pat
 def evaluation_seconds(directory: str | Path) -> float | None:
     """Seconds spent scoring the chunks saved in ``directory``, over every call that made
     them; ``None`` when a chunk predates the timing (its cost is unknown) or none exists."""
-    times = [checkpoint.load(path).get("seconds") for path in sorted(Path(directory).glob("chunk-*.pt"))]
+    times = [checkpoint.load(path).get("seconds") for path in _saved_chunks(directory)]
     if not times or any(not isinstance(t, float) for t in times):
         return None
     return sum(times)
@@ -89,10 +89,15 @@ def saved_scores(directory: str | Path) -> tuple[dict, torch.Tensor] | None:
     ``num_samples``: two evaluations with the same ones scored the same points) and the
     per-point log-likelihoods of its chunks, in the data's order; ``None`` when no chunk
     is saved."""
-    paths = sorted(Path(directory).glob("chunk-*.pt"))
+    paths = _saved_chunks(directory)
     if not paths:
         return None
     return _read_settings(Path(directory) / _SETTINGS), torch.cat([_chunk(path, False) for path in paths])
+
+
+def _saved_chunks(directory: str | Path) -> list[Path]:
+    """The chunk files saved in ``directory``, in the data's order."""
+    return sorted(Path(directory).glob("chunk-*.pt"))
 
 
 def _chunk(path: Path, allow_pickle: bool) -> torch.Tensor:

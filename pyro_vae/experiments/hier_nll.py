@@ -154,7 +154,7 @@ def paired_to_best(runs: dict[Path, dict]) -> dict[Path, str]:
     key = {d: (s[0].get("data_sha1"), s[0].get("num_samples")) for d, s in saved.items() if s is not None}
     out = {}
     for d in runs:
-        peers = [e for e in key if d in key and key[e] == key[d]]
+        peers = [e for e in key if key[e] == key.get(d)]  # none for a run without saved scores
         if len(peers) < 2:
             out[d] = "-"
             continue
