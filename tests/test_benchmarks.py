@@ -322,6 +322,11 @@ def test_iaf_guide(smoke):
     rows = json.loads((out / "iaf_guide" / "summary.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["diagonal", "iaf", "maf-prior", "iaf+maf-prior"]
     assert "| iaf | " in done.out and all(r["gap"] > -1 for r in rows)  # log p >= ELBO up to the estimates' noise
+    assert rows[0]["nll_minus_diagonal"] == 0 and rows[0]["paired_stderr"] == 0  # the reference against itself
+    for r in rows[1:]:  # paired over the same images: the difference of the NLLs, a tighter error than theirs
+        assert abs(r["nll_minus_diagonal"] - (r["test_nll"] - rows[0]["test_nll"])) < 1e-3
+        assert 0 < r["paired_stderr"]
+    assert "| diagonal | " in done.out and "| +0.00 ± 0.00 |" in done.out
 
 
 def test_the_adversarial_experiments(smoke):
