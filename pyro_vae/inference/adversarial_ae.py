@@ -190,16 +190,26 @@ class AdversarialAE(Inference):
                  "generator": params["encoder"] + [p for p in params["prior"]
                                                    if all(p is not q for q in params["encoder"])]}
         self.optimizers = RoleOptimizers("adam", lr, roles, betas=tuple(float(b) for b in betas))
-        self.start_epoch(0)
+        self._scale_adversarial_rates(self.scheduled_rate(0) / lr)
+
+    def scheduled_rate(self, epoch: int) -> float:
+        """The adversarial phases' rate that the schedule gives the 0-based ``epoch``."""
+        late = self.late_epoch and epoch + 1 >= self.late_epoch
+        return self.late_adversarial_lr if late else self.adversarial_lr
 
     def start_epoch(self, epoch: int) -> None:
-        """The adversarial phases' rate for the 0-based ``epoch`` (set after a resume's
-        optimizer state too, which holds the rate it was saved with)."""
+        """Move the adversarial phases to the schedule's rate for the 0-based ``epoch``, by
+        its ratio to the previous epoch's rate, so that a rate the training loop has decayed
+        (``[budget] lr_decays``) stays decayed across the switch to ``late_adversarial_lr``.
+        A resumed run gets here with its saved rates (the end of the previous epoch)."""
         super().start_epoch(epoch)
-        late = self.late_epoch and epoch + 1 >= self.late_epoch
+        if epoch > 0:
+            self._scale_adversarial_rates(self.scheduled_rate(epoch) / self.scheduled_rate(epoch - 1))
+
+    def _scale_adversarial_rates(self, factor: float) -> None:
         for role in ("discriminator", "generator"):
             for group in self.optimizers[role].param_groups:
-                group["lr"] = self.late_adversarial_lr if late else self.adversarial_lr
+                group["lr"] *= factor
 
     def _code(self, x: torch.Tensor) -> dict:
         return self.story.code(x, self.noise.normal((self.story.code_layout.size,), x.dtype))

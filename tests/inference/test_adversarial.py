@@ -189,16 +189,36 @@ def test_the_adversarial_rate_is_raised_from_late_epoch_on_and_after_a_resume(di
         return AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), discriminator_hidden=[8], late_epoch=3)
 
     aae = build()
-    assert rates(aae) == [1e-3, 2e-4, 2e-4]
+    assert rates(aae) == pytest.approx([1e-3, 2e-4, 2e-4])
     aae.start_epoch(1)
-    assert rates(aae) == [1e-3, 2e-4, 2e-4]
+    assert rates(aae) == pytest.approx([1e-3, 2e-4, 2e-4])
     saved = aae.state_dict()  # a checkpoint of epoch 2, at the early rate
     aae.start_epoch(2)  # epoch 3
-    assert rates(aae) == [1e-3, 1e-3, 1e-3]
+    assert rates(aae) == pytest.approx([1e-3, 1e-3, 1e-3])
+    aae.start_epoch(3)
+    assert rates(aae) == pytest.approx([1e-3, 1e-3, 1e-3])
     resumed = build()
     resumed.load_state_dict(saved)
     resumed.start_epoch(2)  # the resumed run crosses the boundary: the schedule, not the saved rate
-    assert rates(resumed) == [1e-3, 1e-3, 1e-3]
+    assert rates(resumed) == pytest.approx([1e-3, 1e-3, 1e-3])
+
+
+def test_a_learning_rate_decay_before_late_epoch_carries_through_the_switch(digits):
+    """``[budget] lr_decays`` scales every role's rate; the late schedule then multiplies the
+    adversarial phases' decayed rate instead of setting its own."""
+    from pyro_vae.inference.adversarial_ae import AdversarialAE
+    from pyro_vae.loop import scale_learning_rates
+    from pyro_vae.models.hvae import HVAE
+
+    aae = AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), discriminator_hidden=[8], late_epoch=3)
+    aae.start_epoch(1)
+    scale_learning_rates(aae, 0.1)  # a plateau at the end of epoch 2
+    rates = [[aae.optimizers[r].param_groups[0]["lr"] for r in ("autoencoder", "discriminator", "generator")]]
+    for epoch in (2, 3):
+        aae.start_epoch(epoch)
+        rates.append([aae.optimizers[r].param_groups[0]["lr"] for r in ("autoencoder", "discriminator", "generator")])
+    assert rates == [pytest.approx([1e-4, 2e-5, 2e-5]), pytest.approx([1e-4, 1e-4, 1e-4]),
+                     pytest.approx([1e-4, 1e-4, 1e-4])]
     with pytest.raises(ConfigError, match="late_epoch = -1: the 1-based epoch"):
         AdversarialAE(HVAE(digits.event_shape, 2, 3, (16,)), late_epoch=-1)
     with pytest.raises(ConfigError, match="late_adversarial_lr = -1.0: the learning rate must be positive"):
