@@ -193,6 +193,21 @@ def test_pixelgan_clustering_reports_the_test_error_of_the_epoch_chosen_by_valid
     assert chosen_epoch([dict(r, valid_error=None) for r in trend])["epoch"] == 4  # none: the last
 
 
+def test_pixelgan_clustering_decays_its_rates_on_a_plateau_of_log_px_only_when_asked():
+    import argparse
+
+    from pyro_vae.experiments import pixelgan_clustering as pc
+
+    p = argparse.ArgumentParser()
+    pc.add_arguments(p)
+    budget = pc.make_config(p.parse_args([])).budget
+    assert (budget.monitor, budget.patience, budget.lr_decays) == ("none", None, 0)  # every epoch trained
+    budget = pc.make_config(p.parse_args(["--patience", "3", "--lr-decays", "2"])).budget
+    assert (budget.monitor, budget.patience, budget.lr_decays) == ("valid_log_px_given_z", 3, 2)
+    with pytest.raises(ConfigError, match="--lr-decays acts when --patience runs out"):
+        pc.make_config(p.parse_args(["--lr-decays", "1"]))
+
+
 def test_hier_nll_gives_both_gaes_the_one_level_gaes_recipe_and_every_model_the_decays():
     """The table compares the two-level GAE with the one-level GAE's 85.47, which had the
     shared bandwidth and two learning-rate decays; the VAEs keep their own priors."""

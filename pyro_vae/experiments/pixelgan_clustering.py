@@ -19,6 +19,9 @@ checkpoint, so the same command carries a long run on where it stopped
 ``--adversarial-lr`` is the adversarial phases' Adam rate; ``--late-epoch E`` (default 7)
 raises it to ``--late-adversarial-lr`` from epoch E on (``[inference] late_epoch``): the rate
 that sharpens a trained encoder's soft codes into one-hot ones collapses a fresh one's.
+``--patience P --lr-decays N`` (``[budget]`` entries, so a resumed run may take them)
+restart from the best parameters by the validation log p(x|z) at every rate / 10 when it
+has not improved for P epochs, N times; the late rate then stays decayed.
 
 Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
 (epoch, minutes, test and validation error, validation log p(x|z)), ``summary.json`` (the
@@ -34,7 +37,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import plots
-from pyro_vae.config import Config
+from pyro_vae.config import Config, ConfigError
 from pyro_vae.experiments.common import set_threads, write_csv, write_json
 from pyro_vae.experiments.wgan_curves import StepRecorder
 from pyro_vae.train import train
@@ -60,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--late-adversarial-lr", type=float, default=1e-3, help="that rate from --late-epoch on")
     p.add_argument("--late-epoch", type=int, default=7,
                    help="the 1-based epoch the late rate starts (0: never; 7 as measured in benchmarks/README.md)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without a better validation log p(x|z) before --lr-decays acts, then a stop "
+                        "(default: none, every epoch of --epochs is trained)")
+    p.add_argument("--lr-decays", type=int, default=0,
+                   help="with --patience: restart from the best parameters at every rate / 10, this many times")
     p.add_argument("--per-cluster", type=int, default=4, help="samples drawn per cluster for clusters.png (0: none)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -77,9 +85,20 @@ def make_config(args) -> Config:
         f"model.layers={args.layers}", f"model.conditioning={args.conditioning}",
         "inference.name=adversarial_ae", f"inference.adversarial_lr={args.adversarial_lr}",
         f"inference.late_adversarial_lr={args.late_adversarial_lr}", f"inference.late_epoch={args.late_epoch}",
-        f"budget.epochs={args.epochs}", "budget.monitor=none",
+        f"budget.epochs={args.epochs}", *_plateaus(args),
         *([f"budget.max_minutes={args.max_minutes}"] if args.max_minutes else []),
         "eval.num_samples=0", "eval.plots=false"])
+
+
+def _plateaus(args) -> list[str]:
+    """The budget entries of ``--patience`` and ``--lr-decays``: a plateau of the validation
+    log p(x|z), the algorithm's own figure (the error is the callback's, not the loop's)."""
+    if args.patience is None:
+        if args.lr_decays:
+            raise ConfigError("--lr-decays acts when --patience runs out: give --patience too")
+        return ["budget.monitor=none"]
+    return ["budget.monitor=valid_log_px_given_z", f"budget.patience={args.patience}",
+            f"budget.lr_decays={args.lr_decays}"]
 
 
 def _epoch_line(e: dict) -> str:
