@@ -75,11 +75,11 @@ def run_variant(args, variant: str, test: torch.Tensor) -> tuple[dict, torch.Ten
     started = time.perf_counter()
     elbo = elbo_per_point(module.model, module.guide, test, num_samples=10).mean().item()
     ll = log_likelihood(module, test, num_samples=args.eval_samples)
-    return {"variant": variant, "test_elbo": elbo, "test_nll": -ll.mean, "test_nll_stderr": ll.stderr,
-            "gap": ll.mean - elbo, "epochs": state.epoch, "best_valid_elbo": state.best_score,
-            "seconds_per_epoch": sum(r["seconds"] for r in state.history) / max(1, len(state.history)),
-            "eval_seconds": time.perf_counter() - started, "parameters": sum(p.numel() for p in module.parameters())
-            }, ll.per_point.cpu()
+    row = {"variant": variant, "test_elbo": elbo, "test_nll": -ll.mean, "test_nll_stderr": ll.stderr,
+           "gap": ll.mean - elbo, "epochs": state.epoch, "best_valid_elbo": state.best_score,
+           "seconds_per_epoch": sum(r["seconds"] for r in state.history) / max(1, len(state.history)),
+           "eval_seconds": time.perf_counter() - started, "parameters": sum(p.numel() for p in module.parameters())}
+    return row, ll.per_point.cpu()
 
 
 def versus_diagonal(rows: list[dict], per_point: dict[str, torch.Tensor]) -> None:

@@ -241,11 +241,11 @@ def test_flow_mnist_keeps_the_papers_constant_rate_unless_asked_for_decays():
     assert flow_mnist.make_config(p.parse_args([]), "nice").budget.lr_decays == 0
     budget = flow_mnist.make_config(p.parse_args(["--lr-decays", "2", "--patience", "3"]), "maf5").budget
     assert (budget.lr_decays, budget.patience, budget.lr_decay_factor) == (2, 3, 0.1)
-    row = {"model": "nice", "epochs": 60, "stopped": "max_minutes", "test_log_likelihood": 2000.0,
+    row = {"model": "nice", "epochs": 60, "stopped": "time", "test_log_likelihood": 2000.0,
            "test_bits_per_dim": 4.32, "paper": 1980.5, "paper_confirmed": True, "train_points": 50000}
-    assert "| nice | 60 (max_minutes) | 2000.00 |" in flow_mnist.table([row])  # a row from before the column
-    assert "| nice | 60 (max_minutes, 1 lr decay) |" in flow_mnist.table([{**row, "lr_decays": 1}])
-    assert "| nice | 60 (max_minutes, 2 lr decays) |" in flow_mnist.table([{**row, "lr_decays": 2}])
+    assert "| nice | 60 (time) | 2000.00 |" in flow_mnist.table([row])  # a row from before the column
+    assert "| nice | 60 (time, 1 lr decay) |" in flow_mnist.table([{**row, "lr_decays": 1}])
+    assert "| nice | 60 (time, 2 lr decays) |" in flow_mnist.table([{**row, "lr_decays": 2}])
 
 
 def test_hier_nll_pairs_every_run_with_the_best_over_the_same_images(tmp_path):

@@ -190,7 +190,8 @@ class AdversarialAE(Inference):
                  "generator": params["encoder"] + [p for p in params["prior"]
                                                    if all(p is not q for q in params["encoder"])]}
         self.optimizers = RoleOptimizers("adam", lr, roles, betas=tuple(float(b) for b in betas))
-        self._scale_adversarial_rates(self.scheduled_rate(0) / lr)
+        for group in self._adversarial_groups():
+            group["lr"] = self.scheduled_rate(0)
 
     def scheduled_rate(self, epoch: int) -> float:
         """The adversarial phases' rate that the schedule gives the 0-based ``epoch``."""
@@ -204,12 +205,12 @@ class AdversarialAE(Inference):
         A resumed run gets here with its saved rates (the end of the previous epoch)."""
         super().start_epoch(epoch)
         if epoch > 0:
-            self._scale_adversarial_rates(self.scheduled_rate(epoch) / self.scheduled_rate(epoch - 1))
+            ratio = self.scheduled_rate(epoch) / self.scheduled_rate(epoch - 1)
+            for group in self._adversarial_groups():
+                group["lr"] *= ratio
 
-    def _scale_adversarial_rates(self, factor: float) -> None:
-        for role in ("discriminator", "generator"):
-            for group in self.optimizers[role].param_groups:
-                group["lr"] *= factor
+    def _adversarial_groups(self) -> list[dict]:
+        return [group for role in ("discriminator", "generator") for group in self.optimizers[role].param_groups]
 
     def _code(self, x: torch.Tensor) -> dict:
         return self.story.code(x, self.noise.normal((self.story.code_layout.size,), x.dtype))
