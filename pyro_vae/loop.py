@@ -129,7 +129,8 @@ class Callback:
         """After each training step, with the step's figures."""
 
     def on_epoch_end(self, loop: "Loop", row: dict) -> None:
-        """After each epoch's validation, with its log row."""
+        """After each epoch's validation, with its log row and the parameters that epoch
+        trained (a plateau's restart from the best parameters comes after)."""
 
     def state_dict(self) -> Optional[dict]:
         return None
@@ -339,24 +340,29 @@ class Loop:
                **{f"train_{k}": v for k, v in train.items()}, **{f"valid_{k}": v for k, v in valid.items()},
                "seconds": seconds}
         state.history.append(row)
-        self._follow_monitor(row)
+        plateau = self._follow_monitor(row)
+        # Callbacks see the parameters this epoch trained: a plateau's restart from the
+        # best parameters comes after them, else a callback scoring the module would log
+        # the best epoch's figures under this epoch's number.
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, row)
+        if plateau:
+            self._on_plateau()
         if state.epoch >= budget.epochs:
             state.stopped = state.stopped or "budget"
         if budget.max_minutes is not None and elapsed / 60 >= budget.max_minutes:
             state.stopped = state.stopped or "time"
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, row)
         if self._stop is not None:
             state.stopped = state.stopped or self._stop
 
-    def _follow_monitor(self, row: dict) -> None:
+    def _follow_monitor(self, row: dict) -> bool:
         """Keep the best parameters by ``[budget] monitor`` and count the epochs without
-        a better value; act on a plateau. A monitored validation figure is only there
-        when there is validation data."""
+        a better value; whether patience has run out. A monitored validation figure is
+        only there when there is validation data."""
         state, budget = self.state, self.budget
         score = None if budget.monitor == "none" else row.get(budget.monitor)
         if score is None:
-            return
+            return False
         better = state.best_score is None or (score > state.best_score if budget.monitor_mode == "max"
                                               else score < state.best_score)
         if better:
@@ -364,8 +370,7 @@ class Loop:
             state.best_module = copy.deepcopy(self.module.state_dict())
         else:
             state.bad_epochs += 1
-        if self._out_of_patience():
-            self._on_plateau()
+        return self._out_of_patience()
 
     def _out_of_patience(self) -> bool:
         return self.budget.patience is not None and self.state.bad_epochs >= self.budget.patience

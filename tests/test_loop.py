@@ -100,6 +100,30 @@ def test_a_plateau_decays_the_learning_rate_from_the_best_parameters(tmp_path, m
         assert torch.equal(v, seen[4][k]), k  # the best of the whole run, epoch 5's
 
 
+def test_callbacks_see_the_parameters_their_epoch_trained_before_a_plateau_restores_the_best(tmp_path,
+                                                                                               monkeypatch):
+    """The plateau after epoch 4 restores epoch 2's parameters; a callback scoring the module
+    at epoch 4's end (pixelgan-clustering's cluster error, say) must still see epoch 4's,
+    else its row for epoch 4 would repeat epoch 2's figures."""
+    seen = scripted_validation(monkeypatch, [-30.0, -29.0, -29.5, -29.6, -28.0, -28.5, -28.2])
+
+    class Snapshots(Callback):
+        def __init__(self):
+            self.params = []
+
+        def on_epoch_end(self, loop, row):
+            self.params.append({k: v.clone() for k, v in loop.module.state_dict().items()})
+
+    snapshots = Snapshots()
+    train(config("budget.epochs=7", "budget.patience=2", "budget.lr_decays=1"), tmp_path, progress=False,
+          callbacks=[snapshots])
+    assert len(snapshots.params) == 7
+    for epoch, params in enumerate(snapshots.params):
+        for k, v in params.items():
+            assert torch.equal(v, seen[epoch][k]), (epoch + 1, k)
+    assert not torch.equal(seen[3]["decoder.head.weight"], seen[1]["decoder.head.weight"])
+
+
 @pytest.mark.parametrize("inference", ["svi", "wake_sleep"])
 def test_a_run_stopped_early_resumes_with_a_decay_as_if_it_had_one_all_along(tmp_path, monkeypatch, inference):
     """Stopped early, then resumed with ``lr_decays = 1``: the same parameters, log and
