@@ -206,6 +206,11 @@ def test_pixelgan_clustering_decays_its_rates_on_a_plateau_of_log_px_only_when_a
     assert (budget.monitor, budget.patience, budget.lr_decays) == ("valid_log_px_given_z", 3, 2)
     with pytest.raises(ConfigError, match="--lr-decays acts when --patience runs out"):
         pc.make_config(p.parse_args(["--lr-decays", "1"]))
+    epoch = {"epoch": 38, "seconds": 60.0, "test_error": 6.0, "valid_error": 5.5, "clusters_used": 25,
+             "valid_log_px_given_z": -84.85}
+    assert "decay" not in pc._epoch_line(epoch) and "decay" not in pc._epoch_line({**epoch, "lr_decays": 0})
+    assert pc._epoch_line({**epoch, "lr_decays": 1}).endswith("-84.85  after 1 lr decay")
+    assert pc._epoch_line({**epoch, "lr_decays": 2}).endswith("after 2 lr decays")
 
 
 def test_hier_nll_gives_both_gaes_the_one_level_gaes_recipe_and_every_model_the_decays():

@@ -24,7 +24,8 @@ restart from the best parameters by the validation log p(x|z) at every rate / 10
 has not improved for P epochs, N times; the late rate then stays decayed.
 
 Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
-(epoch, minutes, test and validation error, validation log p(x|z)), ``summary.json`` (the
+(epoch, minutes, test and validation error, validation log p(x|z), the learning-rate
+decays the epoch trained after), ``summary.json`` (the
 test error at the epoch of the lowest validation error, the last epoch's, and the
 trend) and ``clusters.png`` (``--per-cluster`` samples of every cluster, one row each).
 """
@@ -105,7 +106,8 @@ def _epoch_line(e: dict) -> str:
     valid = "-" if e.get("valid_error") is None else f"{e['valid_error']:6.2f}%"
     return (f"epoch {e['epoch']:4d}  {e['seconds'] / 60:7.2f} min  test error {e['test_error']:6.2f}%  "
             f"valid error {valid}  clusters used {e['clusters_used']:3d}  "
-            f"valid log p(x|z) {e['valid_log_px_given_z']:.2f}")
+            f"valid log p(x|z) {e['valid_log_px_given_z']:.2f}"
+            + (f"  after {e['lr_decays']} lr decay{'s' * (e['lr_decays'] > 1)}" if e.get("lr_decays") else ""))
 
 
 @torch.no_grad()
@@ -163,13 +165,14 @@ def run(args) -> dict:
         error = named_error(loop.module, names, data.test, data.test_labels)
         valid = named_error(loop.module, names, data.valid, data.valid_labels) if len(data.valid) else None
         return {"test_error": error, "valid_error": valid, "clusters_used": used,
-                "valid_log_px_given_z": row.get("valid_log_px_given_z")}
+                "valid_log_px_given_z": row.get("valid_log_px_given_z"), "lr_decays": loop.state.lr_decays}
 
     recorder = StepRecorder(("log_px_given_z",), at_checkpoint, every=100, describe=_epoch_line)
     exp, _ = train(config, out / "run", progress=not args.no_progress, callbacks=[recorder])
     trend = [{"epoch": e["epoch"], "minutes": e["seconds"] / 60, "test_error": e["test_error"],
               "valid_error": e.get("valid_error"), "clusters_used": e["clusters_used"],
-              "valid_log_px_given_z": e["valid_log_px_given_z"]} for e in recorder.epochs]
+              "valid_log_px_given_z": e["valid_log_px_given_z"], "lr_decays": e.get("lr_decays")}
+             for e in recorder.epochs]
     write_csv(trend, out / "trend.csv")
     best = chosen_epoch(trend)
     summary = {"clusters": args.clusters, "published_error": PUBLISHED, "best": best, "last": trend[-1],
