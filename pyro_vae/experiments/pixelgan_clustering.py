@@ -25,9 +25,9 @@ has not improved for P epochs, N times; the late rate then stays decayed.
 
 Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
 (epoch, minutes, test and validation error, validation log p(x|z), the learning-rate
-decays the epoch trained after), ``summary.json`` (the
-test error at the epoch of the lowest validation error, the last epoch's, and the
-trend) and ``clusters.png`` (``--per-cluster`` samples of every cluster, one row each).
+decays the epoch trained after), ``summary.json`` (the test error at the epoch of the
+lowest validation error, the last epoch's, and the trend) and ``clusters.png``
+(``--per-cluster`` samples of every cluster, one row each).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _epoch_line(e: dict) -> str:
     return (f"epoch {e['epoch']:4d}  {e['seconds'] / 60:7.2f} min  test error {e['test_error']:6.2f}%  "
             f"valid error {valid}  clusters used {e['clusters_used']:3d}  "
             f"valid log p(x|z) {e['valid_log_px_given_z']:.2f}"
-            + (f"  after {e['lr_decays']} lr decay{'s' * (e['lr_decays'] > 1)}" if e.get("lr_decays") else ""))
+            + (f"  after {e['lr_decays']} lr decay{'s' if e['lr_decays'] > 1 else ''}" if e.get("lr_decays") else ""))
 
 
 @torch.no_grad()
