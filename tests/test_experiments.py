@@ -21,7 +21,7 @@ def _is_png(path):
 
 
 def test_fig2_runs_both_algorithms_on_both_data_sets(tmp_path):
-    summary = aevb_fig2.reproduce(out=tmp_path, max_minutes=2, max_samples=300, z_dims=[2, 3], num_points=2,
+    summary = aevb_fig2.reproduce(out=tmp_path, max_minutes=20, max_samples=300, z_dims=[2, 3], num_points=2,
                                   eval_points=50, **QUIET)
     rows = read_csv(tmp_path / "aevb_fig2.csv")
     runs = {(r["dataset"], int(r["z_dim"]), r["algorithm"]) for r in rows}
@@ -211,6 +211,25 @@ def test_pixelgan_clustering_decays_its_rates_on_a_plateau_of_log_px_only_when_a
     assert "decay" not in pc._epoch_line(epoch) and "decay" not in pc._epoch_line({**epoch, "lr_decays": 0})
     assert pc._epoch_line({**epoch, "lr_decays": 1}).endswith("-84.85  after 1 lr decay")
     assert pc._epoch_line({**epoch, "lr_decays": 2}).endswith("after 2 lr decays")
+
+
+def test_pixelgan_clustering_keeps_trend_csv_current_at_every_epoch_not_only_when_the_call_ends(tmp_path):
+    """A long run's call is often ended by a signal or a time limit; its trend.csv must then
+    hold every epoch recorded, as the checkpoint does."""
+    from types import SimpleNamespace
+
+    from pyro_vae.experiments import pixelgan_clustering as pc
+    from pyro_vae.experiments.common import read_csv
+
+    recorder = SimpleNamespace(epochs=[])
+    writer = pc.TrendFile(recorder, tmp_path / "trend.csv")
+    for epoch, error in ((50, 5.55), (51, 5.53)):
+        recorder.epochs.append({"epoch": epoch, "seconds": 60.0 * epoch, "test_error": error, "valid_error": 5.1,
+                                "clusters_used": 25, "valid_log_px_given_z": -84.6, "lr_decays": 2})
+        writer.on_epoch_end(None, {"epoch": epoch})
+        rows = read_csv(tmp_path / "trend.csv")
+        assert [r["epoch"] for r in rows] == list(range(50, epoch + 1)) and rows[-1]["test_error"] == error
+    assert rows[-1]["minutes"] == 51.0 and not list(tmp_path.glob(".trend.csv.*"))  # no temporary file left
 
 
 def test_hier_nll_gives_both_gaes_the_one_level_gaes_recipe_and_every_model_the_decays():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import math
 import shutil
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyro_vae.checkpoint import atomic_write
 from pyro_vae.config import Config
 from pyro_vae.data import subset_indices
 from pyro_vae.errors import ConfigError
@@ -349,16 +351,16 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """All rows (the union of their keys as columns) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """All rows (the union of their keys as columns) to ``path``, atomically: a run killed
+    while it writes leaves the previous file."""
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, columns)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+    text = io.StringIO()
+    w = csv.DictWriter(text, columns)
+    w.writeheader()
+    w.writerows(rows)
+    return atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def write_json(obj, path: Path) -> Path:

@@ -24,7 +24,7 @@ restart from the best parameters by the validation log p(x|z) at every rate / 10
 has not improved for P epochs, N times; the late rate then stays decayed.
 
 Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
-(epoch, minutes, test and validation error, validation log p(x|z), the learning-rate
+(rewritten at every epoch's end: epoch, minutes, test and validation error, validation log p(x|z), the learning-rate
 decays the epoch trained after), ``summary.json`` (the test error at the epoch of the
 lowest validation error, the last epoch's, and the trend) and ``clusters.png``
 (``--per-cluster`` samples of every cluster, one row each).
@@ -41,6 +41,7 @@ from pyro_vae import plots
 from pyro_vae.config import Config, ConfigError
 from pyro_vae.experiments.common import set_threads, write_csv, write_json
 from pyro_vae.experiments.wgan_curves import StepRecorder
+from pyro_vae.loop import Callback
 from pyro_vae.train import train
 
 NAME = "pixelgan-clustering"
@@ -142,6 +143,26 @@ def _clusters(module, x: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat([module.cluster(x[s:s + chunk]) for s in range(0, len(x), chunk)])
 
 
+def trend_rows(epochs: list[dict]) -> list[dict]:
+    """``trend.csv``'s rows from the recorder's epochs."""
+    return [{"epoch": e["epoch"], "minutes": e["seconds"] / 60, "test_error": e["test_error"],
+             "valid_error": e.get("valid_error"), "clusters_used": e["clusters_used"],
+             "valid_log_px_given_z": e["valid_log_px_given_z"], "lr_decays": e.get("lr_decays")}
+            for e in epochs]
+
+
+class TrendFile(Callback):
+    """Rewrites ``trend.csv`` at every epoch's end (after ``recorder`` has recorded it): a run
+    stopped by a signal, a time limit or a session's end leaves it current, not as of the
+    last call that finished."""
+
+    def __init__(self, recorder: StepRecorder, path: Path):
+        self.recorder, self.path = recorder, path
+
+    def on_epoch_end(self, loop, row: dict) -> None:
+        write_csv(trend_rows(self.recorder.epochs), self.path)
+
+
 def chosen_epoch(trend: list[dict]) -> dict:
     """The epoch of the lowest validation error (the 10000 held-out training images named by
     the same clusters): the test error is reported there, never minimised. Without a
@@ -168,11 +189,9 @@ def run(args) -> dict:
                 "valid_log_px_given_z": row.get("valid_log_px_given_z"), "lr_decays": loop.state.lr_decays}
 
     recorder = StepRecorder(("log_px_given_z",), at_checkpoint, every=100, describe=_epoch_line)
-    exp, _ = train(config, out / "run", progress=not args.no_progress, callbacks=[recorder])
-    trend = [{"epoch": e["epoch"], "minutes": e["seconds"] / 60, "test_error": e["test_error"],
-              "valid_error": e.get("valid_error"), "clusters_used": e["clusters_used"],
-              "valid_log_px_given_z": e["valid_log_px_given_z"], "lr_decays": e.get("lr_decays")}
-             for e in recorder.epochs]
+    exp, _ = train(config, out / "run", progress=not args.no_progress,
+                   callbacks=[recorder, TrendFile(recorder, out / "trend.csv")])
+    trend = trend_rows(recorder.epochs)
     write_csv(trend, out / "trend.csv")
     best = chosen_epoch(trend)
     summary = {"clusters": args.clusters, "published_error": PUBLISHED, "best": best, "last": trend[-1],
