@@ -24,10 +24,10 @@ restart from the best parameters by the validation log p(x|z) at every rate / 10
 has not improved for P epochs, N times; the late rate then stays decayed.
 
 Output under ``--out`` (default ``results/pixelgan_clustering``): ``run/``, ``trend.csv``
-(rewritten at every epoch's end: epoch, minutes, test and validation error, validation log p(x|z), the learning-rate
-decays the epoch trained after), ``summary.json`` (the test error at the epoch of the
-lowest validation error, the last epoch's, and the trend) and ``clusters.png``
-(``--per-cluster`` samples of every cluster, one row each).
+(rewritten at every epoch's end: epoch, minutes, test and validation error, validation
+log p(x|z), the learning-rate decays the epoch trained after), ``summary.json`` (the test
+error at the epoch of the lowest validation error, the last epoch's, and the trend) and
+``clusters.png`` (``--per-cluster`` samples of every cluster, one row each).
 """
 
 from __future__ import annotations
